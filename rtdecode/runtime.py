@@ -1,0 +1,409 @@
+"""The real-time loop: pull chunk -> signal chain -> per bin: window, infer, publish.
+
+One message per bin (sequence number, LSL timestamp of the bin's last sample,
+publish time, processing latency, flags, values). A deadline per bin (the bin width
+by default): overruns are counted, flagged and reported. Telemetry goes out on the
+`status` topic once a second and into a summary at shutdown.
+
+The loop knows its source, sink and backend only through the small surfaces they
+expose (`pull`/`data`/`timestamps`/`poll_reconnect`, `publish_*`, `infer`), and the
+hot path (per chunk, per bin) allocates no arrays and logs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from .bundle import Bundle
+from .dsp import SignalChain, WindowRing
+from .dsp.kernels import has_nonfinite
+from pylsl import local_clock
+
+log = logging.getLogger(__name__)
+
+# message flags (documented in docs/schema.md; mirrored in rtdecode.sinks.zmq)
+FLAG_GAP = 1  # samples were missing before this bin (filled by holding the last value)
+FLAG_REPAIRED = 2  # non-finite samples in this bin were replaced
+FLAG_OVERRUN = 4  # this bin missed its deadline
+FLAG_RECONNECTED = 8  # first bins after a reconnect or a reset: filters re-warming
+FLAG_WARMUP = 16  # the model window is not yet full of real bins
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """`rtdecode run` settings (configs/run.toml; every key is a CLI flag too)."""
+
+    stream: str = "LFP"
+    bundle: str = ""
+    address: str = "tcp://127.0.0.1:5556"
+    backend: str = "auto"
+    fallback: bool = False
+    threads: int = 1
+    deadline_ms: float | None = None  # default: the bin width
+    stall_policy: Literal["all", "newest"] = "all"
+    status_interval_s: float = 1.0
+    max_chunk: int = 1024
+    pull_timeout_s: float = 0.05
+    stall_timeout_s: float = 0.5
+    resolve_timeout_s: float = 10.0
+    max_fill_s: float = 0.5  # gaps up to this long are filled (cadence kept); longer ones reset the chain
+    source_id: str | None = None
+    duration_s: float | None = None
+    summary_path: str | None = None
+    quiet: bool = False
+
+
+@dataclass
+class Telemetry:
+    """Counters and a fixed-size latency ring; percentiles computed once per status tick."""
+
+    capacity: int = 1 << 16
+    bins: int = 0
+    published: int = 0
+    skipped: int = 0  # bins not decoded under the 'newest' stall policy
+    overruns: int = 0
+    gaps: int = 0
+    filled_samples: int = 0
+    resets: int = 0
+    reconnects: int = 0
+    repaired_chunks: int = 0
+    samples: int = 0
+    lat: np.ndarray = field(default=None)  # type: ignore[assignment]
+    _n: int = 0
+    _mark: int = 0
+
+    def __post_init__(self):
+        self.lat = np.zeros(self.capacity, dtype=np.float64)
+
+    def record(self, latency_ms: float) -> None:
+        self.lat[self._n % self.capacity] = latency_ms
+        self._n += 1
+
+    def percentiles(self, since_mark: bool = False) -> dict:
+        n = self._n - (self._mark if since_mark else 0)
+        n = min(n, self.capacity)
+        if n <= 0:
+            return {"p50": None, "p90": None, "p99": None, "max": None, "n": 0}
+        end = self._n % self.capacity
+        idx = (np.arange(end - n, end)) % self.capacity
+        v = self.lat[idx]
+        p = np.percentile(v, [50, 90, 99])
+        return {"p50": float(p[0]), "p90": float(p[1]), "p99": float(p[2]), "max": float(v.max()), "n": int(n)}
+
+    def mark(self) -> None:
+        self._mark = self._n
+
+
+class Runtime:
+    """Owns the loop. Build with `Runtime.from_config` or pass the parts (tests, bench)."""
+
+    def __init__(self, bundle: Bundle, source, sink, backend, cfg: RunConfig, backend_reason: str = ""):
+        self.bundle, self.source, self.sink, self.backend, self.cfg = bundle, source, sink, backend, cfg
+        self.backend_reason = backend_reason or getattr(backend, "name", "?")
+        spec = bundle.chain
+        self.chain = SignalChain(spec, max_chunk=cfg.max_chunk)
+        self.streaming = bundle.model.kind == "streaming"
+        self.ring = WindowRing(bundle.model.window_bins, spec.n_features)
+        self.deadline_ms = cfg.deadline_ms if cfg.deadline_ms is not None else spec.bin_width_s * 1e3
+        self.tel = Telemetry()
+        self.seq = 0
+        self.stop_event = threading.Event()
+        self._max_fill = max(1, int(round(cfg.max_fill_s * spec.fs)))
+        self._fill = np.zeros((min(self._max_fill, cfg.max_chunk), spec.n_channels), dtype=np.float32)
+        self._fill_ts = np.zeros(self._fill.shape[0], dtype=np.float64)
+        self._steps = np.arange(1, self._fill.shape[0] + 1, dtype=np.float64)
+        self._last_ts = 0.0
+        self._last_good = np.zeros(spec.n_channels, dtype=np.float32)
+        self._one = np.zeros((1, 1, spec.n_features), dtype=np.float32)  # streaming input
+        self._pending_flags = FLAG_RECONNECTED  # first bins: filters warming up
+        self._warm_bins = 0
+        self._warm_needed = self.ring.n_bins
+        self._signals = 0
+        self._t_start = 0.0
+        self._last_status = 0.0
+
+    # -- construction -------------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> "Runtime":
+        from .backends import select_backend
+        from .bundle import load_bundle
+        from .sinks.zmq import ZmqPublisher
+        from .sources.lsl import LSLSource
+
+        bundle = load_bundle(cfg.bundle)
+        backend, reason = select_backend(bundle, cfg.backend, fallback=cfg.fallback, threads=cfg.threads)
+        source = LSLSource(
+            cfg.stream,
+            n_channels=bundle.n_channels,
+            sampling_rate=bundle.sampling_rate,
+            max_chunk=cfg.max_chunk,
+            resolve_timeout=cfg.resolve_timeout_s,
+            stall_timeout=cfg.stall_timeout_s,
+            pull_timeout=cfg.pull_timeout_s,
+            source_id=cfg.source_id,
+        )
+        try:
+            source.open()
+            sink = ZmqPublisher(cfg.address)
+        except BaseException:
+            source.close()
+            backend.close()
+            raise
+        return cls(bundle, source, sink, backend, cfg, backend_reason=reason)
+
+    # -- the loop -----------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM stop the loop cleanly; a second signal exits at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum, frame):
+            self._signals += 1
+            if self._signals > 1:
+                sys.stderr.write("\nsecond signal: exiting now\n")
+                sys.stderr.flush()
+                import os
+
+                os._exit(128 + signum)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+    def run(self) -> dict:
+
+        cfg = self.cfg
+        self.backend.warmup()
+        hello = self.hello()
+        self.sink.publish_hello(hello)
+        self._t_start = self._last_status = local_clock()
+        t_end = self._t_start + cfg.duration_s if cfg.duration_s else float("inf")
+        src = self.source
+        try:
+            while not self.stop_event.is_set():
+                n = src.pull()
+                now = local_clock()
+                if n:
+                    self._on_chunk(n, now)
+                elif not src.connected:
+                    if src.poll_reconnect():
+                        self.tel.reconnects += 1
+                        self._reset(FLAG_RECONNECTED)
+                if now - self._last_status >= cfg.status_interval_s:
+                    self._status(now)
+                if now >= t_end:
+                    break
+        finally:
+            summary = self.summary()
+            try:
+                self.sink.publish_status({**summary, "final": True})
+            finally:
+                self.close()
+        return summary
+
+    def _reset(self, flag: int) -> None:
+        self.chain.reset()
+        self.ring.clear()
+        self.backend.reset_state()
+        self._warm_bins = 0
+        self._pending_flags |= flag
+        self.tel.resets += 1
+
+    def _on_chunk(self, n: int, t_arrive: float) -> None:
+        src = self.source
+        data = src.data
+        flags = 0
+        gap = getattr(src, "last_gap_samples", 0)
+        if gap > 0:
+            self.tel.gaps += 1
+            if gap <= self._max_fill:
+                self._fill_gap(gap, t_arrive)
+                flags |= FLAG_GAP
+            else:
+                self._reset(FLAG_GAP | FLAG_RECONNECTED)
+        if has_nonfinite(data, n):
+            self._repair(data, n)
+            flags |= FLAG_REPAIRED
+            self.tel.repaired_chunks += 1
+        self._last_good[:] = data[n - 1]
+        self._last_ts = src.timestamps[n - 1]
+        self.tel.samples += n
+        bins = self.chain.process(data, n)
+        k = bins.shape[0]
+        if k:
+            self._on_bins(bins, k, flags | self._pending_flags, t_arrive, src.timestamps)
+
+    def _fill_gap(self, gap: int, t_arrive: float) -> None:
+        """Keep the bin cadence across a short gap: feed the last good sample `gap` times;
+        bins completed by filled samples are decoded and published with FLAG_GAP, stamped
+        with the times the missing samples would have had."""
+        fill = self._fill
+        fill[:] = self._last_good
+        dt = 1.0 / self.bundle.chain.fs
+        t0 = self._last_ts
+        left = gap
+        while left > 0:
+            m = min(left, fill.shape[0])
+            np.multiply(self._steps[:m], dt, out=self._fill_ts[:m])
+            self._fill_ts[:m] += t0
+            bins = self.chain.process(fill, m)
+            if bins.shape[0]:
+                self._on_bins(bins, bins.shape[0], FLAG_GAP | self._pending_flags, t_arrive, self._fill_ts)
+            t0 = self._fill_ts[m - 1]
+            left -= m
+        self.tel.filled_samples += gap
+
+    def _repair(self, data: np.ndarray, n: int) -> None:
+        """Replace NaN/Inf by the channel's last finite value (rare path: allocation is fine here)."""
+        block = data[:n]
+        bad = ~np.isfinite(block)
+        prev = self._last_good.copy()
+        for i in range(n):
+            row = block[i]
+            b = bad[i]
+            row[b] = prev[b]
+            prev[:] = row
+
+    def _advance(self, row: np.ndarray):
+        """Push one bin into the window; a streaming model consumes every bin (its state
+        must advance) and returns its output, a window model returns None here."""
+        self.ring.push(row)
+        self.tel.bins += 1
+        if self._warm_bins < self._warm_needed:
+            self._warm_bins += 1
+        if self.streaming:
+            self._one[0, 0] = row
+            return self.backend.infer(self._one)
+        return None
+
+    def _on_bins(self, bins: np.ndarray, k: int, flags: int, t_arrive: float, ts: np.ndarray) -> None:
+
+        ends = self.chain.ends
+        newest_only = self.cfg.stall_policy == "newest"
+        for j in range(k):
+            y = self._advance(bins[j])
+            if newest_only and j < k - 1:  # behind: catch up, decode only the newest bin
+                self.tel.skipped += 1
+                continue
+            if y is None:
+                y = self.backend.infer(self.ring.window())
+            f = flags
+            if self._warm_bins < self._warm_needed:
+                f |= FLAG_WARMUP
+            t_pub = local_clock()
+            lat = (t_pub - t_arrive) * 1e3
+            if lat > self.deadline_ms:
+                f |= FLAG_OVERRUN
+                self.tel.overruns += 1
+            self.sink.publish_kinematics(self.seq, float(ts[ends[j]]), t_pub, lat, y, f)
+            self.seq += 1
+            self.tel.published += 1
+            self.tel.record(lat)
+        if self._warm_bins >= self._warm_needed:
+            self._pending_flags = 0
+
+    # -- telemetry ------------------------------------------------------------------
+    def hello(self) -> dict:
+        b = self.bundle
+        return {
+            "bundle": str(b.path),
+            "names": list(b.output_names),
+            "units": list(b.output_units),
+            "bin_width_s": b.chain.bin_width_s,
+            "window_bins": b.model.window_bins,
+            "model_kind": b.model.kind,
+            "backend": self.backend_reason,
+            "deadline_ms": self.deadline_ms,
+            "stream": getattr(self.source, "info", {}),
+        }
+
+    def _status(self, now: float) -> None:
+        src_ev = getattr(self.source, "events", None)
+        p = self.tel.percentiles(since_mark=True)
+        dt = now - self._last_status
+        st = {
+            "t": now,
+            "uptime_s": now - self._t_start,
+            "bins": self.tel.bins,
+            "published": self.tel.published,
+            "rate_hz": (p["n"] / dt) if dt > 0 else 0.0,
+            "lat_ms": p,
+            "overruns": self.tel.overruns,
+            "skipped": self.tel.skipped,
+            "gaps": self.tel.gaps,
+            "resets": self.tel.resets,
+            "reconnects": self.tel.reconnects,
+            "repaired_chunks": self.tel.repaired_chunks,
+            "connected": bool(getattr(self.source, "connected", True)),
+            "source_events": src_ev.__dict__ if src_ev is not None and hasattr(src_ev, "__dict__") else {},
+            "dropped_msgs": getattr(self.sink, "dropped", 0),
+            "backend": self.backend_reason,
+            "names": list(self.bundle.output_names),
+        }
+        self.sink.publish_status(st)
+        self.tel.mark()
+        self._last_status = now
+        if not self.cfg.quiet:
+            p50 = f"{p['p50']:.2f}" if p["p50"] is not None else "-"
+            p99 = f"{p['p99']:.2f}" if p["p99"] is not None else "-"
+            state = "" if st["connected"] else "  [STREAM LOST: reconnecting]"
+            sys.stderr.write(
+                f"\r{st['rate_hz']:6.1f} bins/s  latency p50 {p50} ms p99 {p99} ms  overruns {self.tel.overruns}"
+                f"  gaps {self.tel.gaps}  reconnects {self.tel.reconnects}  [{self.backend_reason.split(' (')[0]}]{state}   "
+            )
+            sys.stderr.flush()
+
+    def summary(self) -> dict:
+
+        dur = local_clock() - self._t_start if self._t_start else 0.0
+        p = self.tel.percentiles()
+        return {
+            "duration_s": dur,
+            "samples": self.tel.samples,
+            "bins": self.tel.bins,
+            "published": self.tel.published,
+            "skipped": self.tel.skipped,
+            "overruns": self.tel.overruns,
+            "deadline_ms": self.deadline_ms,
+            "lat_ms": p,
+            "gaps": self.tel.gaps,
+            "filled_samples": self.tel.filled_samples,
+            "resets": self.tel.resets,
+            "reconnects": self.tel.reconnects,
+            "repaired_chunks": self.tel.repaired_chunks,
+            "dropped_msgs": getattr(self.sink, "dropped", 0),
+            "backend": self.backend_reason,
+        }
+
+    def close(self) -> None:
+        for part in (self.source, self.sink, self.backend):
+            try:
+                part.close()
+            except Exception as e:  # closing must not hide the real error
+                log.warning("closing %s: %s", type(part).__name__, e)
+
+
+def run(cfg: RunConfig) -> dict:
+    """Build the runtime from a config, run until stopped, return the summary."""
+    import json
+
+    rt = Runtime.from_config(cfg)
+    rt.install_signal_handlers()
+    if not cfg.quiet:
+        sys.stderr.write(f"{rt.bundle.describe()}\nbackend: {rt.backend_reason}\npublishing on {cfg.address}\n")
+    summary = rt.run()
+    if not cfg.quiet:
+        sys.stderr.write("\n")
+    if cfg.summary_path:
+        with open(cfg.summary_path, "w") as f:
+            json.dump(summary, f, indent=1)
+    time.sleep(0)  # let the final status leave
+    return summary
