@@ -47,8 +47,12 @@ def cmd_replay(args) -> int:
     from .replay import replay
 
     rec = Recording.load(args.recording)
+
+    def ready(info: dict) -> None:  # one machine-readable line: scripts and tests wait for it
+        print(f"READY {info['t0']:.6f} {info['source_id']}", flush=True)
+
     n = replay(rec, name=args.name, type=args.type, source_id=args.source_id, chunk_size=args.chunk,
-               loop=args.loop, speed=args.speed, duration=args.duration)  # fmt: skip
+               loop=args.loop, speed=args.speed, duration=args.duration, on_start=ready)  # fmt: skip
     print(f"replayed {n} samples", file=sys.stderr)
     return 0
 

@@ -29,12 +29,18 @@ from pylsl import local_clock
 
 log = logging.getLogger(__name__)
 
-# message flags (documented in docs/schema.md; mirrored in rtdecode.sinks.zmq)
-FLAG_GAP = 1  # samples were missing before this bin (filled by holding the last value)
-FLAG_REPAIRED = 2  # non-finite samples in this bin were replaced
-FLAG_OVERRUN = 4  # this bin missed its deadline
-FLAG_RECONNECTED = 8  # first bins after a reconnect or a reset: filters re-warming
-FLAG_WARMUP = 16  # the model window is not yet full of real bins
+from .sinks.zmq import (  # message flags, documented in docs/schema.md
+    FLAG_CLOCK_RESET,
+    FLAG_GAP,
+    FLAG_OVERRUN,
+    FLAG_RECONNECTED,
+    FLAG_REPAIRED,
+    FLAG_STALE,
+    FLAG_TIME_JITTER,
+    FLAG_WARMUP,
+)
+
+_SOURCE_FLAGS = FLAG_STALE | FLAG_CLOCK_RESET | FLAG_TIME_JITTER  # passed from the source to the bins
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,7 @@ class Runtime:
         self.deadline_ms = cfg.deadline_ms if cfg.deadline_ms is not None else spec.bin_width_s * 1e3
         self.tel = Telemetry()
         self.seq = 0
+        self.first_sample_ts: float | None = None  # LSL time of the first sample decoded
         self.stop_event = threading.Event()
         self._max_fill = max(1, int(round(cfg.max_fill_s * spec.fs)))
         self._fill = np.zeros((min(self._max_fill, cfg.max_chunk), spec.n_channels), dtype=np.float32)
@@ -150,12 +157,17 @@ class Runtime:
             pull_timeout=cfg.pull_timeout_s,
             source_id=cfg.source_id,
         )
+        sink = None
         try:
-            source.open()
+            # bind first: subscribers can connect while the stream is being resolved,
+            # so they miss no bin (ZeroMQ's slow-joiner problem)
             sink = ZmqPublisher(cfg.address)
+            source.open()
         except BaseException:
             source.close()
             backend.close()
+            if sink is not None:
+                sink.close()
             raise
         return cls(bundle, source, sink, backend, cfg, backend_reason=reason)
 
@@ -219,27 +231,37 @@ class Runtime:
 
     def _on_chunk(self, n: int, t_arrive: float) -> None:
         src = self.source
-        data = src.data
-        flags = 0
-        gap = getattr(src, "last_gap_samples", 0)
-        if gap > 0:
-            self.tel.gaps += 1
-            if gap <= self._max_fill:
-                self._fill_gap(gap, t_arrive)
-                flags |= FLAG_GAP
-            else:
-                self._reset(FLAG_GAP | FLAG_RECONNECTED)
+        data, ts = src.data, src.timestamps
+        flags = (getattr(src, "last_flags", 0) & _SOURCE_FLAGS) | self._pending_flags
         if has_nonfinite(data, n):
             self._repair(data, n)
             flags |= FLAG_REPAIRED
             self.tel.repaired_chunks += 1
-        self._last_good[:] = data[n - 1]
-        self._last_ts = src.timestamps[n - 1]
+        if self.tel.samples == 0:
+            self.first_sample_ts = float(ts[0])
         self.tel.samples += n
+        gap = getattr(src, "last_gap_samples", 0)
+        if gap <= 0:
+            self._process(data, n, ts, flags, t_arrive)
+        else:  # rare path: samples [0, at) came before the gap, [at, n) after it
+            self.tel.gaps += 1
+            at = max(0, getattr(src, "last_gap_at", 0))
+            if at:
+                self._process(data[:at], at, ts[:at], flags, t_arrive)
+            if gap <= self._max_fill:
+                self._fill_gap(gap, t_arrive)
+            else:
+                self._reset(FLAG_GAP | FLAG_RECONNECTED)
+            self._process(data[at:n], n - at, ts[at:n], flags | FLAG_GAP | self._pending_flags, t_arrive)
+
+    def _process(self, data: np.ndarray, n: int, ts: np.ndarray, flags: int, t_arrive: float) -> None:
+        if n <= 0:
+            return
         bins = self.chain.process(data, n)
-        k = bins.shape[0]
-        if k:
-            self._on_bins(bins, k, flags | self._pending_flags, t_arrive, src.timestamps)
+        if bins.shape[0]:
+            self._on_bins(bins, bins.shape[0], flags, t_arrive, ts)
+        self._last_good[:] = data[n - 1]
+        self._last_ts = ts[n - 1]
 
     def _fill_gap(self, gap: int, t_arrive: float) -> None:
         """Keep the bin cadence across a short gap: feed the last good sample `gap` times;
@@ -367,6 +389,7 @@ class Runtime:
         p = self.tel.percentiles()
         return {
             "duration_s": dur,
+            "first_sample_ts": self.first_sample_ts,
             "samples": self.tel.samples,
             "bins": self.tel.bins,
             "published": self.tel.published,
