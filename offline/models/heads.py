@@ -1,0 +1,54 @@
+"""Behaviour heads, and the deployable graphs the runtime feeds.
+
+`WindowDecoder`: features (1, W, F) -> behaviour of the newest bin (1, n_out).
+`StreamingDecoder`: features (1, 1, F) + key/value caches + bin counter -> behaviour
+(1, n_out) + new caches + counter; the caches hold the last W-1 bins.
+Both fix the session embedding (a deployed decoder serves one session).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .student import LFPStudent
+
+
+class BehaviorHead(nn.Module):
+    """Linear read-out of per-bin latents: (..., D) -> (..., n_out)."""
+
+    def __init__(self, dim: int, n_out: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, n_out)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.linear(latent)
+
+    @classmethod
+    def from_ridge(cls, w, b) -> "BehaviorHead":
+        """From numpy ridge weights w (D, n_out), intercept b (n_out,)."""
+        head = cls(w.shape[0], w.shape[1])
+        with torch.no_grad():
+            head.linear.weight.copy_(torch.as_tensor(w, dtype=torch.float32).T)
+            head.linear.bias.copy_(torch.as_tensor(b, dtype=torch.float32))
+        return head
+
+
+class WindowDecoder(nn.Module):
+    def __init__(self, student: LFPStudent, head: BehaviorHead, session: int):
+        super().__init__()
+        self.student, self.head, self.session = student, head, int(session)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        latent = self.student(features, self.session)["latent"]  # (1, W, D)
+        return self.head(latent[:, -1])  # (1, n_out): the newest bin
+
+
+class StreamingDecoder(nn.Module):
+    def __init__(self, student: LFPStudent, head: BehaviorHead, session: int):
+        super().__init__()
+        self.student, self.head, self.session = student, head, int(session)
+
+    def forward(self, features, k_cache, v_cache, n_seen):
+        latent, k_cache, v_cache, n_seen = self.student.step(features, self.session, k_cache, v_cache, n_seen)
+        return self.head(latent), k_cache, v_cache, n_seen  # (1, n_out), states

@@ -1,0 +1,118 @@
+"""Stage 2 (and the LFP-only baselines): train the LFP student.
+
+One objective, three uses, chosen by the loss weights:
+  distillation     align * (1 - cos(proj(student latent), teacher latent)) + recon * MSE(LFP)
+  supervised       the same + behavior * MSE(head(latent), behaviour)
+  LFP-only         align = 0: behaviour + reconstruction only, no teacher
+Teacher latents are computed once per session (the teacher is frozen) and looked up per bin.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.heads import BehaviorHead
+from ..models.student import LFPStudent
+from .windows import SessionData, gather, plan_batch, rank_slice, sliding_windows, step_rng
+
+
+class StudentObjective(nn.Module):
+    def __init__(
+        self,
+        student: LFPStudent,
+        sessions: list[SessionData],
+        which: list[int],
+        seq_bins: int,
+        batch: int,
+        seed: int,
+        stage: str,
+        *,
+        align: float = 0.0,
+        recon: float = 0.0,
+        behavior: float = 0.0,
+        head: BehaviorHead | None = None,
+        targets: dict[int, np.ndarray] | None = None,  # data session -> teacher latents (n_bins, D_t)
+        session_map: dict[int, int] | None = None,  # data session -> student embedding index
+        part: str = "train",
+        max_bins: int | None = None,
+    ):
+        super().__init__()
+        if align and not targets:
+            raise ValueError("alignment needs teacher latents")
+        if behavior and head is None:
+            raise ValueError("a behaviour loss needs a head")
+        self.student, self.head = student, head
+        self.sessions, self.which, self.seq, self.batch, self.seed, self.stage = sessions, which, seq_bins, batch, seed, stage
+        self.w = {"align": align, "recon": recon, "behavior": behavior}
+        self.targets = targets or {}
+        self.session_map = session_map or {s: s for s in which}
+        self.part, self.max_bins = part, max_bins
+
+    def forward(self, step: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+        rng = step_rng(self.seed, self.stage, step)
+        b = plan_batch(rng, self.sessions, self.which, self.seq, self.batch, self.part, self.max_bins)
+        sl = rank_slice(self.batch, rank, world)
+        starts = b.starts[sl]
+        sess = self.sessions[b.session]
+        x = torch.from_numpy(gather(sess.features, starts, self.seq))  # (B, T, F)
+        out = self.student(x, self.session_map[b.session])
+        loss = x.new_zeros(())
+        if self.w["recon"]:
+            loss = loss + self.w["recon"] * LFPStudent.recon_loss(out, x)
+        if self.w["align"]:
+            tgt = torch.from_numpy(gather(self.targets[b.session], starts, self.seq))  # (B, T, D_t)
+            loss = loss + self.w["align"] * LFPStudent.cosine_loss(out, tgt)
+        if self.w["behavior"]:
+            y = torch.from_numpy(gather(sess.behavior, starts, self.seq))  # (B, T, n_out)
+            loss = loss + self.w["behavior"] * F.mse_loss(self.head(out["latent"]), y)
+        return loss
+
+
+@torch.no_grad()
+def student_latents(student: LFPStudent, features: np.ndarray, session: int, window: int,
+                    idx: np.ndarray | None = None, chunk: int = 256) -> np.ndarray:  # fmt: skip
+    """Per-bin latents (len(idx), D) exactly as the deployed graph sees them.
+
+    Window design (attn_window == 0): for every bin, the window of `window` bins ending there,
+    zero-filled before the session start (as the runtime's ring). Streaming design: one causal
+    pass from the session start (chunked with a warm-up of the receptive field, which is exact).
+    """
+    student.eval()
+    n = len(features)
+    idx = np.arange(n) if idx is None else np.asarray(idx)
+    d = student.cfg.dim
+    if student.cfg.attn_window == 0:
+        out = np.empty((len(idx), d), np.float32)
+        for i in range(0, len(idx), chunk):
+            x = torch.from_numpy(sliding_windows(features, idx[i : i + chunk], window))  # (b, W, F)
+            out[i : i + chunk] = student(x, session)["latent"][:, -1].numpy()
+        return out
+    warm = student.cfg.n_layers * (student.cfg.attn_window - 1)
+    step = 4 * max(student.cfg.attn_window, 64)
+    full = np.empty((n, d), np.float32)
+    for s in range(0, n, step):
+        a = max(0, s - warm)
+        x = torch.from_numpy(np.ascontiguousarray(features[a : s + step]))[None]
+        full[s : s + step] = student(x, session)["latent"][0, s - a :].numpy()
+    return full[idx]
+
+
+def fit_new_embedding(student: LFPStudent, session: SessionData, init_from: int, bins: int, steps: int,
+                      seq_bins: int, batch: int, seed: int, lr: float = 3e-3) -> int:  # fmt: skip
+    """A new patch embedding for an unseen session, fit with the autoencoding loss alone on its
+    first `bins` training bins (no spikes, no behaviour needed); everything else frozen."""
+    idx = student.add_session(init_from)
+    obj = StudentObjective(student, [session], [0], seq_bins, batch, seed, f"new_emb_{session.session_id}",
+                           recon=1.0, session_map={0: idx}, max_bins=bins)  # fmt: skip
+    opt = torch.optim.Adam([student.patch_emb], lr=lr)
+    student.train()
+    for step in range(steps):
+        loss = obj(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        student.patch_emb.grad[:idx] = 0  # only the new session's row moves
+        opt.step()
+    return idx

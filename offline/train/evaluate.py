@@ -1,0 +1,100 @@
+"""Evaluation report: R² per output and session for every model and split, paired
+Wilcoxon signed-rank tests across sessions, a markdown/JSON table and a PNG figure.
+
+`results` rows are plain dicts:
+    {"model": "distilled", "split": "held_out_time", "session": "s0", "r2": [..per output..]}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("held_out_time", "held_out_sessions_zero_shot", "held_out_sessions_new_embedding")
+
+
+def mean_r2(rows: list[dict], model: str, split: str) -> dict[str, float]:
+    """Per-session mean R² (over outputs) of one model on one split."""
+    return {r["session"]: float(np.mean(r["r2"])) for r in rows if r["model"] == model and r["split"] == split}
+
+
+def wilcoxon(rows: list[dict], a: str, b: str, split: str) -> dict | None:
+    """Paired two-sided Wilcoxon signed-rank of model a vs b across sessions (mean R² per session)."""
+    from scipy.stats import wilcoxon as _w
+
+    ra, rb = mean_r2(rows, a, split), mean_r2(rows, b, split)
+    common = sorted(set(ra) & set(rb))
+    if len(common) < 2:
+        return None
+    x, y = np.array([ra[s] for s in common]), np.array([rb[s] for s in common])
+    d = x - y
+    p = 1.0 if np.all(d == 0) else float(_w(x, y, alternative="two-sided").pvalue)
+    return {"a": a, "b": b, "split": split, "n_sessions": len(common), "mean_diff": float(d.mean()),
+            "a_wins": int((d > 0).sum()), "p": p}  # fmt: skip
+
+
+def summarize(rows: list[dict], comparisons: list[tuple[str, str]]) -> dict:
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    table = {}
+    for m in models:
+        for s in SPLITS:
+            per = mean_r2(rows, m, s)
+            if per:
+                v = np.array(list(per.values()))
+                table.setdefault(m, {})[s] = {"mean": float(v.mean()), "sem": float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0, "n": len(v)}
+    tests = [t for a, b in comparisons for s in SPLITS if (t := wilcoxon(rows, a, b, s))]
+    return {"table": table, "tests": tests, "rows": rows}
+
+
+def to_markdown(summary: dict, labels: dict[str, str] | None = None) -> str:
+    labels = labels or {}
+    heads = {"held_out_time": "held-out time", "held_out_sessions_zero_shot": "held-out sessions, zero-shot",
+             "held_out_sessions_new_embedding": "held-out sessions, new embedding"}  # fmt: skip
+    lines = ["| model | " + " | ".join(heads[s] for s in SPLITS) + " |", "|---|" + "---|" * len(SPLITS)]
+    for m, t in summary["table"].items():
+        cells = [f"{t[s]['mean']:.3f} ± {t[s]['sem']:.3f} (n={t[s]['n']})" if s in t else "–" for s in SPLITS]
+        lines.append(f"| {labels.get(m, m)} | " + " | ".join(cells) + " |")
+    if summary["tests"]:
+        lines += ["", "| comparison | split | n sessions | mean ΔR² | wins | Wilcoxon p |", "|---|---|---|---|---|---|"]
+        for t in summary["tests"]:
+            lines.append(f"| {t['a']} vs {t['b']} | {heads[t['split']]} | {t['n_sessions']} | {t['mean_diff']:+.3f} | "
+                         f"{t['a_wins']}/{t['n_sessions']} | {t['p']:.3g} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def write_report(summary: dict, out_dir: str | Path, labels: dict[str, str] | None = None) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "metrics.json", "markdown": out_dir / "metrics.md", "figure": out_dir / "r2.png"}
+    paths["json"].write_text(json.dumps(summary, indent=1))
+    paths["markdown"].write_text(to_markdown(summary, labels))
+    plot(summary, paths["figure"], labels)
+    return paths
+
+
+def plot(summary: dict, path: Path, labels: dict[str, str] | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = labels or {}
+    rows = summary["rows"]
+    splits = [s for s in SPLITS if any(r["split"] == s for r in rows)]
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.5 * len(splits), 3.6), squeeze=False, sharey=True)
+    for ax, s in zip(axes[0], splits):
+        models = [m for m in summary["table"] if s in summary["table"][m]]
+        for i, m in enumerate(models):
+            per = mean_r2(rows, m, s)
+            v = np.array(list(per.values()))
+            ax.bar(i, v.mean(), color=f"C{i}", alpha=0.6)
+            ax.scatter(np.full(len(v), i) + np.linspace(-0.15, 0.15, len(v)), v, s=10, color="k", zorder=3)
+        ax.set_xticks(range(len(models)), [labels.get(m, m) for m in models], rotation=35, ha="right", fontsize=8)
+        ax.set_title(s.replace("_", " "), fontsize=9)
+        ax.axhline(0, color="grey", lw=0.5)
+    axes[0][0].set_ylabel("R² (mean over outputs, per session)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,371 @@
+"""`rtdecode distill`: the whole chain, end to end, from one config.
+
+    sessions (simulate or NWB) -> causal chain features (rtdecode.dsp, normalised on the
+    training sessions' training time) -> teacher (masked Poisson) -> distilled student
+    (cosine + autoencoding) -> decoders (ridge on frozen latents; supervised) -> LFP-only
+    baselines -> evaluation (held-out time, held-out sessions) -> ONNX -> bundle
+
+    run_distill("configs/distill_tiny.toml", "runs/tiny")          # -> runs/tiny/bundle
+    torchrun --nproc_per_node 2 -m offline.train.pipeline --config ... --out ...
+
+Every stage checkpoints atomically under <out>/checkpoints; `resume=True` skips finished
+stages and continues a killed one from its last partial checkpoint, with the same result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as _dt
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rtdecode.batch import r2_score
+from rtdecode.config import ConfigError
+from rtdecode.dsp import compute_features
+from rtdecode.dsp.design import design_chain, fit_normalization
+
+from ..models.heads import BehaviorHead
+from ..models.student import LFPStudent
+from ..models.teacher import SpikeTeacher
+from .baselines import train_lfp_only
+from .checkpoint import Checkpoints
+from .config import DistillRunConfig, load_config
+from .ddp import Dist, init_distributed, progress, run_stage
+from .decode import fit_ridge, lagged_features, ridge_r2
+from .distill import StudentObjective, fit_new_embedding, student_latents
+from .evaluate import summarize, write_report
+from .teacher import TeacherObjective, teacher_latents
+from .windows import SessionData, split_time
+
+LABELS = {
+    "teacher": "spike teacher (ridge, reference)",
+    "distilled": "distilled LFP, unsupervised (ridge)",
+    "distilled_sup": "distilled LFP, supervised",
+    "lfp_multi": "LFP-only multi-session",
+    "lfp_single": "LFP-only single-session",
+    "ridge_lfp": "lagged ridge on LFP features",
+}
+COMPARISONS = [("distilled", "lfp_multi"), ("distilled", "lfp_single"), ("distilled_sup", "lfp_multi"),
+               ("distilled_sup", "lfp_single"), ("distilled", "ridge_lfp")]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------
+# data
+
+
+def load_sessions(cfg: DistillRunConfig) -> list:
+    """Sessions from the simulator (seeded) or from NWB files, as `offline.data.session.Session`."""
+    d = cfg.data
+    if d.source == "simulate":
+        from offline.data.simulate import SimConfig, simulate_dataset
+        from rtdecode.config import from_dict
+
+        sim = from_dict(SimConfig, dict(d.sim), where="distill config [data.sim]")
+        out = simulate_dataset(sim, d.n_sessions, cfg.seed)
+        return list(out.sessions if hasattr(out, "sessions") else out)
+    if not d.nwb_paths:
+        raise ConfigError("data.source = 'nwb' needs data.nwb_paths (one NWB file per session)")
+    from offline.data import nwb
+
+    return [nwb.read_session(p) for p in d.nwb_paths]
+
+
+def prepare(sessions: list, cfg: DistillRunConfig):
+    """Design the chain, fit its normalisation on the training sessions' training time, and
+    compute every session's features exactly as the runtime will (compute_features)."""
+    n_train = len(sessions) - cfg.data.held_out_sessions
+    if n_train < 1:
+        raise ConfigError(f"data.held_out_sessions = {cfg.data.held_out_sessions} leaves no training session "
+                          f"out of {len(sessions)}")  # fmt: skip
+    s0 = sessions[0]
+    for s in sessions:
+        if s.lfp.shape[1] != s0.lfp.shape[1] or s.lfp_rate != s0.lfp_rate or s.bin_width != s0.bin_width:
+            raise ConfigError(f"session {s.session_id}: LFP {s.lfp.shape[1]} ch @ {s.lfp_rate} Hz, bins {s.bin_width} s; "
+                              f"session {s0.session_id}: {s0.lfp.shape[1]} ch @ {s0.lfp_rate} Hz, bins {s0.bin_width} s. "
+                              "One bundle serves one channel layout: pick sessions recorded the same way")  # fmt: skip
+        if s.behavior.shape[1] != s0.behavior.shape[1]:
+            raise ConfigError(f"session {s.session_id} has {s.behavior.shape[1]} behaviour outputs, {s0.session_id} has {s0.behavior.shape[1]}")
+    c = cfg.chain
+    chain = design_chain(c.kind, fs=float(s0.lfp_rate), n_channels=int(s0.lfp.shape[1]), bin_width_s=float(s0.bin_width),
+                         line_freq=c.line_freq or None, n_harmonics=c.n_harmonics, highpass_hz=c.highpass_hz or None,
+                         lowpass_hz=c.lowpass_hz, filter_order=c.filter_order, car=c.car)  # fmt: skip
+    w = cfg.window_bins
+    splits, raw = [], []
+    for s in sessions:
+        n = len(s.spikes)
+        splits.append(split_time(n, cfg.data.test_fraction, cfg.data.guard_bins, min_bins=2 * w))
+        raw.append(compute_features(chain, s.lfp))
+        if len(raw[-1]) != n:
+            raise ConfigError(f"session {s.session_id}: the chain makes {len(raw[-1])} bins from its LFP, the spikes have "
+                              f"{n} bins: LFP and spikes must cover the same time")  # fmt: skip
+    mean, std = fit_normalization(np.concatenate([raw[i][splits[i][0]] for i in range(n_train)]))
+    chain = chain.with_normalization(mean, std)
+    data = []
+    for s, (tr, te) in zip(sessions, splits):
+        feats = compute_features(chain, s.lfp)  # the bundle's chain, normalisation included
+        data.append(SessionData(str(s.session_id), feats, np.asarray(s.spikes, np.float32),
+                                np.asarray(s.behavior, np.float32), tr, te))  # fmt: skip
+    return chain, data, n_train
+
+
+# ------------------------------------------------------------------------------------------
+# stages
+
+
+def _train_teacher(cfg, data, train, ckpt, dd) -> SpikeTeacher:
+    torch.manual_seed(cfg.seed + 1)
+    teacher = SpikeTeacher(cfg.teacher, [data[i].spikes.shape[1] for i in train])
+    obj = TeacherObjective(teacher, data, train, cfg.seq_bins(cfg.teacher_train), cfg.teacher_train.batch_size, cfg.seed)
+    done = ckpt.done("teacher")
+    if done is None:
+        teacher.train()
+        losses = run_stage("teacher", obj, list(teacher.parameters()), cfg.teacher_train, ckpt, dd)
+        ckpt.finish("teacher", {"model": teacher.state_dict(), "losses": losses})
+    else:
+        teacher.load_state_dict(done["model"])
+    return teacher.eval()
+
+
+def _train_student(name, cfg, data, train, targets, ckpt, dd, init: LFPStudent | None, stage, behavior: float, nb: int):
+    """Distillation (behavior = 0) or supervised distillation (behavior > 0, from `init`)."""
+    torch.manual_seed(cfg.seed + 2)
+    f = data[0].features.shape[1]
+    student = copy.deepcopy(init) if init is not None else LFPStudent(cfg.student_cfg, f, nb, len(train), cfg.teacher.dim)
+    head = BehaviorHead(cfg.student.dim, data[0].behavior.shape[1]) if behavior else None
+    obj = StudentObjective(student, data, train, cfg.seq_bins(stage), stage.batch_size, cfg.seed, name,
+                           align=cfg.loss.align, recon=cfg.loss.recon, behavior=behavior * cfg.loss.behavior,
+                           head=head, targets=targets)  # fmt: skip
+    done = ckpt.done(name)
+    if done is None:
+        student.train()
+        losses = run_stage(name, obj, list(obj.parameters()), stage, ckpt, dd)
+        ckpt.finish(name, {"model": obj.state_dict(), "losses": losses})
+    else:
+        obj.load_state_dict(done["model"])
+    return student.eval(), head
+
+
+# ------------------------------------------------------------------------------------------
+# evaluation
+
+
+def _fit_idx(sess: SessionData, stride: int, w: int) -> np.ndarray:
+    return np.arange(sess.train.start + w - 1, sess.train.stop, stride)
+
+
+def _test_idx(sess: SessionData) -> np.ndarray:
+    return np.arange(sess.test.start, sess.test.stop)
+
+
+def _ridge_rows(model, split, sess, latents_fn, cfg) -> dict:
+    tr, te = _fit_idx(sess, cfg.eval.fit_stride, cfg.window_bins), _test_idx(sess)
+    r2, _ = ridge_r2(latents_fn(tr), sess.behavior[tr], latents_fn(te), sess.behavior[te], cfg.eval.ridge_alpha)
+    return {"model": model, "split": split, "session": sess.session_id, "r2": r2.tolist()}
+
+
+def _head_rows(model, split, sess, student, head, emb, cfg) -> dict:
+    te = _test_idx(sess)
+    with torch.no_grad():
+        pred = head(torch.from_numpy(student_latents(student, sess.features, emb, cfg.window_bins, te))).numpy()
+    return {"model": model, "split": split, "session": sess.session_id, "r2": r2_score(sess.behavior[te], pred).tolist()}
+
+
+def evaluate_all(cfg, data, n_train, teacher, distilled, sup, sup_head, multi, multi_head, multi_map, singles, ckpt) -> list[dict]:
+    rows: list[dict] = []
+    w = cfg.window_bins
+    train, held = list(range(n_train)), list(range(n_train, len(data)))
+    bar = progress(range(len(data)), "evaluate", len(data))
+    tseq = cfg.seq_bins(cfg.teacher_train)
+    for i in bar:
+        s = data[i]
+        # lagged ridge on the raw features, fit on this session's training time
+        rows.append(_ridge_rows("ridge_lfp", "held_out_time" if i < n_train else "held_out_sessions_zero_shot", s,
+                                lambda idx: lagged_features(s.features, idx, min(w, 10)), cfg))  # fmt: skip
+        if i >= n_train:
+            rows.append({**rows[-1], "split": "held_out_sessions_new_embedding"})
+        if cfg.eval.single_session:
+            st, hd = singles[i]
+            r = _head_rows("lfp_single", "held_out_time", s, st, hd, 0, cfg)
+            if i < n_train:
+                rows.append(r)
+            else:
+                rows += [{**r, "split": "held_out_sessions_zero_shot"}, {**r, "split": "held_out_sessions_new_embedding"}]
+        if i < n_train:
+            lat_t = teacher_latents(teacher, s.spikes, i, tseq)
+            rows.append(_ridge_rows("teacher", "held_out_time", s, lambda idx: lat_t[idx], cfg))
+            rows.append(_ridge_rows("distilled", "held_out_time", s,
+                                    lambda idx: student_latents(distilled, s.features, i, w, idx), cfg))  # fmt: skip
+            rows.append(_head_rows("distilled_sup", "held_out_time", s, sup, sup_head, i, cfg))
+            rows.append(_head_rows("lfp_multi", "held_out_time", s, multi, multi_head, multi_map[i], cfg))
+            continue
+        # unseen session: the encoders are not trained on it; ridge on its latents
+        z = cfg.eval.zero_shot_from
+        for name, model, emb0 in (("distilled", distilled, z), ("distilled_sup", sup, z), ("lfp_multi", multi, multi_map[train[z]])):
+            rows.append(_ridge_rows(name, "held_out_sessions_zero_shot", s,
+                                    lambda idx, m=model, e=emb0: student_latents(m, s.features, e, w, idx), cfg))  # fmt: skip
+            m2 = copy.deepcopy(model)
+            e2 = fit_new_embedding(m2, s, emb0, cfg.eval.new_embedding_bins, cfg.eval.new_embedding_steps,
+                                   cfg.seq_bins(cfg.distill), 8, cfg.seed)  # fmt: skip
+            m2.eval()
+            rows.append(_ridge_rows(name, "held_out_sessions_new_embedding", s,
+                                    lambda idx, m=m2, e=e2: student_latents(m, s.features, e, w, idx), cfg))  # fmt: skip
+        # the teacher needs a read-in for the new units: fit it (masked modelling) on a little data
+        t2 = copy.deepcopy(teacher)
+        k = t2.add_session(s.spikes.shape[1], z)
+        obj = TeacherObjective(t2, data, [i], tseq, 8, cfg.seed, f"teacher_new_{i}", max_bins=cfg.eval.new_embedding_bins)
+        obj.session_map = {i: k}
+        opt = torch.optim.Adam([*t2.session_parameters(k), t2.patch_emb], lr=3e-3)
+        t2.train()
+        for step in range(cfg.eval.new_embedding_steps):
+            loss = obj(step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            t2.patch_emb.grad[:k] = 0
+            opt.step()
+        t2.eval()
+        lat_t = teacher_latents(t2, s.spikes, k, tseq)
+        rows.append(_ridge_rows("teacher", "held_out_sessions_new_embedding", s, lambda idx: lat_t[idx], cfg))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
+# the run
+
+
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)  # fmt: skip
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Path, *, resume: bool = False,
+                sessions: list | None = None) -> Path:  # fmt: skip
+    """Run everything; returns the bundle folder (<out_dir>/bundle). `sessions` overrides the
+    config's data source (a list of offline.data Session objects)."""
+    cfg = config if isinstance(config, DistillRunConfig) else load_config(config)
+    torch.set_num_threads(max(1, cfg.threads))
+    dd = init_distributed()
+    out = Path(out_dir)
+    ckpt = Checkpoints(out / "checkpoints", resume=resume, every=cfg.checkpoint_every, rank=dd.rank)
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    def tick(name: str):
+        nonlocal t0
+        times[name] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()
+
+    sessions = sessions if sessions is not None else load_sessions(cfg)
+    chain, data, n_train = prepare(sessions, cfg)
+    train = list(range(n_train))
+    if cfg.export.session >= n_train or cfg.eval.zero_shot_from >= n_train:
+        raise ConfigError(f"export.session ({cfg.export.session}) and eval.zero_shot_from ({cfg.eval.zero_shot_from}) "
+                          f"must name a training session (0..{n_train - 1})")  # fmt: skip
+    tick("features")
+
+    teacher = _train_teacher(cfg, data, train, ckpt, dd)
+    tseq = cfg.seq_bins(cfg.teacher_train)
+    targets = {i: teacher_latents(teacher, data[i].spikes, i, tseq) for i in train}
+    if cfg.loss.standardize_targets:
+        # Raw teacher latents share a large common direction (~40% of their energy in a run on
+        # stand-in data): a cosine loss is then mostly satisfied by predicting that constant, and
+        # the behaviour-bearing variation is ignored. Aligning to z-scored latents removes it.
+        allt = np.concatenate([targets[i][data[i].train] for i in train])
+        mu, sd = allt.mean(0), allt.std(0) + 1e-6
+        targets = {i: ((v - mu) / sd).astype(np.float32) for i, v in targets.items()}
+    tick("teacher")
+    nb = chain.n_branches
+    distilled, _ = _train_student("distill", cfg, data, train, targets, ckpt, dd, None, cfg.distill, 0.0, nb)
+    tick("distill")
+    sup, sup_head = _train_student("distill_sup", cfg, data, train, targets, ckpt, dd, distilled, cfg.supervised, 1.0, nb)
+    tick("supervised")
+    seq = cfg.seq_bins(cfg.baseline)
+    f = data[0].features.shape[1]
+    multi, multi_head, multi_map = train_lfp_only("lfp_multi", cfg.student_cfg, data, train, f, nb, cfg.baseline, seq,
+                                                  cfg.seed + 3, cfg.loss.recon, ckpt, dd)  # fmt: skip
+    tick("lfp_multi")
+    singles = {}
+    if cfg.eval.single_session:
+        for i in range(len(data)):
+            st, hd, _ = train_lfp_only(f"lfp_single_{i}", cfg.student_cfg, data, [i], f, nb, cfg.single,
+                                       cfg.seq_bins(cfg.single), cfg.seed + 4, cfg.loss.recon, ckpt, dd)  # fmt: skip
+            singles[i] = (st.eval(), hd)
+        tick("lfp_single")
+
+    bundle_path = out / "bundle"
+    if dd.main:
+        rows = evaluate_all(cfg, data, n_train, teacher, distilled, sup, sup_head, multi, multi_head, multi_map, singles, ckpt)
+        summary = summarize(rows, COMPARISONS)
+        tick("evaluate")
+        report = write_report(summary, out / "report", LABELS)
+        from ..export import export_bundle
+
+        student, head = (sup, sup_head) if cfg.export.model == "distilled_sup" else (distilled, None)
+        if head is None:  # unsupervised: the ridge decoder fit on the export session becomes the head
+            s = data[cfg.export.session]
+            idx = _fit_idx(s, cfg.eval.fit_stride, cfg.window_bins)
+            r = fit_ridge(student_latents(student, s.features, cfg.export.session, cfg.window_bins, idx), s.behavior[idx], cfg.eval.ridge_alpha)
+            head = BehaviorHead.from_ridge(r.w, r.b)
+        s0 = sessions[cfg.export.session]
+        prov = {
+            "tool": "rtdecode distill",
+            "config": cfg.to_dict(),
+            "git_revision": git_revision(),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "design": cfg.design,
+            "sessions": [{"id": d.session_id, "role": "train" if i < n_train else "held_out", "n_units": int(d.spikes.shape[1]),
+                          "n_bins": int(d.n_bins)} for i, d in enumerate(data)],  # fmt: skip
+            "metrics": {"table": summary["table"], "tests": summary["tests"]},
+            "timings_s": times,
+            "world_size": dd.world,
+        }
+        bundle = export_bundle(bundle_path, student, head, cfg.export.session, chain, cfg.window_bins,
+                               list(s0.behavior_names), provenance=prov, opset=cfg.export.opset,
+                               parity_tol=cfg.export.parity_tol, real_features=data[cfg.export.session].features[:256],
+                               channel_names=[str(c) for c in s0.channel_ids] if getattr(s0, "channel_ids", None) is not None else None,
+                               extra_files={"report/metrics.md": report["markdown"], "report/metrics.json": report["json"],
+                                            "report/r2.png": report["figure"]})  # fmt: skip
+        tick("export")
+        (out / "timings.json").write_text(json.dumps(times, indent=1))
+        del bundle
+    if dd.world > 1:
+        torch.distributed.barrier()
+    return bundle_path
+
+
+def main_distill(config_path: str, out: str | None, resume: bool) -> int:
+    """CLI entry (`rtdecode distill --config C [--out DIR] [--resume]`): 0 on success, 2 on a bad config."""
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as e:
+        print(f"rtdecode distill: {e}", file=sys.stderr)
+        return 2
+    out_dir = Path(out) if out else Path("runs") / Path(config_path).stem
+    try:
+        path = run_distill(cfg, out_dir, resume=resume)
+    except ConfigError as e:
+        print(f"rtdecode distill: {e}", file=sys.stderr)
+        return 2
+    if init_distributed().main:
+        print((out_dir / "report" / "metrics.md").read_text())
+        print(f"bundle: {path}")
+    return 0
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node N -m offline.train.pipeline --config C --out DIR
+    ap = argparse.ArgumentParser(description="rtdecode distill (also under torchrun)")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--resume", action="store_true")
+    a = ap.parse_args()
+    sys.exit(main_distill(a.config, a.out, a.resume))

@@ -1,0 +1,50 @@
+"""Stage 1: pre-train the spike teacher with masked reconstruction across sessions."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..models.teacher import SpikeTeacher
+from .windows import SessionData, gather, plan_batch, rank_slice, step_rng
+
+
+class TeacherObjective(nn.Module):
+    """Masked Poisson reconstruction on one session's windows per step."""
+
+    def __init__(self, teacher: SpikeTeacher, sessions: list[SessionData], which: list[int], seq_bins: int,
+                 batch: int, seed: int, stage: str = "teacher", part: str = "train", max_bins: int | None = None):  # fmt: skip
+        super().__init__()
+        self.teacher = teacher
+        self.sessions, self.which, self.seq, self.batch, self.seed, self.stage = sessions, which, seq_bins, batch, seed, stage
+        self.part, self.max_bins = part, max_bins
+        self.session_map = {s: s for s in which}  # data session -> teacher session index
+
+    def forward(self, step: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+        rng = step_rng(self.seed, self.stage, step)
+        b = plan_batch(rng, self.sessions, self.which, self.seq, self.batch, self.part, self.max_bins)
+        counts = gather(self.sessions[b.session].spikes, b.starts, self.seq)  # (B, T, N)
+        mask = rng.random((self.batch, self.seq)) < self.teacher.cfg.mask_ratio
+        mask[np.arange(self.batch), rng.integers(0, self.seq, self.batch)] = True  # at least one bin per window
+        sl = rank_slice(self.batch, rank, world)
+        return self.teacher.masked_loss(torch.from_numpy(counts[sl]), self.session_map[b.session], torch.from_numpy(mask[sl]))
+
+
+@torch.no_grad()
+def teacher_latents(teacher: SpikeTeacher, spikes: np.ndarray, session: int, seq_bins: int) -> np.ndarray:
+    """Per-bin latents (n_bins, D) of a whole session, in consecutive windows of `seq_bins`
+    (the context the teacher was trained with)."""
+    teacher.eval()
+    n = len(spikes)
+    out = np.empty((n, teacher.cfg.dim), np.float32)
+    starts = list(range(0, n - seq_bins + 1, seq_bins))
+    if not starts or starts[-1] + seq_bins < n:
+        starts.append(max(0, n - seq_bins))  # last window flush with the end
+    for i in range(0, len(starts), 64):
+        st = np.asarray(starts[i : i + 64])
+        x = torch.from_numpy(gather(spikes, st, min(seq_bins, n)))
+        lat = teacher(x, session)["latent"].numpy()
+        for j, s in enumerate(st):
+            out[s : s + lat.shape[1]] = lat[j]
+    return out

@@ -1,0 +1,46 @@
+"""tools/subscribe.py records what a real publisher sends."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rtdecode.sinks.zmq import ZmqPublisher
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".csv"])
+def test_records_count_messages(tmp_path, suffix):
+    out = tmp_path / f"rec{suffix}"
+    with ZmqPublisher("tcp://127.0.0.1:*") as pub:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "tools" / "subscribe.py"), "--address", pub.endpoint, "--count", "20",
+             "--out", str(out), "--quiet", "--timeout", "20"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        pub.publish_hello({"names": ["vx", "vy"], "units": ["m/s", "m/s"]})
+        seq, t_end = 0, time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < t_end:
+            pub.publish_kinematics(seq, 5.0, 5.1, 0.2, np.array([seq, 0.5], np.float32), 0)
+            seq += 1
+            time.sleep(0.005)
+        _, err = proc.communicate(timeout=5)
+    assert proc.returncode == 0, err
+    assert "received 20 kinematics, missed 0" in err
+    if suffix == ".npz":
+        with np.load(out) as z:
+            assert z["values"].shape == (20, 2) and list(z["names"]) == ["vx", "vy"]
+            assert np.all(np.diff(z["seq"]) == 1)
+            np.testing.assert_array_equal(z["values"][:, 0], z["seq"])
+    else:
+        with open(out, newline="") as f:
+            rows = list(csv.reader(f))
+        assert rows[0] == ["seq", "t_lsl", "t_pub", "t_recv", "lat_ms", "flags", "vx", "vy"] and len(rows) == 21
+        assert [float(r[6]) for r in rows[1:]] == [float(r[0]) for r in rows[1:]]

@@ -1,0 +1,220 @@
+"""rtdecode.sinks.zmq against real ZeroMQ sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rtdecode.sinks.zmq import (
+    FLAG_GAP,
+    FLAG_WARMUP,
+    SCHEMA_VERSION,
+    TOPIC_KINEMATICS,
+    SchemaError,
+    Subscriber,
+    ZmqPublisher,
+    decode,
+    encode,
+    flag_names,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+ANY = "tcp://127.0.0.1:*"  # the OS picks a free port: tests never collide with a running rtdecode
+
+
+def wait_joined(pub: ZmqPublisher, sub: Subscriber, timeout: float = 5.0) -> None:
+    """PUB/SUB 'slow joiner': publish hello until the subscriber sees one."""
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        pub.publish_hello({"names": ["x", "y"], "units": ["mm/s", "mm/s"], "bundle": "b"})
+        got = sub.recv(timeout_ms=20)
+        if got is not None:
+            return
+    raise AssertionError("subscriber never joined")
+
+
+@pytest.fixture
+def pair():
+    pub = ZmqPublisher(ANY)
+    sub = Subscriber(pub.endpoint)
+    wait_joined(pub, sub)
+    yield pub, sub
+    sub.close()
+    pub.close()
+
+
+def test_subscriber_receives_kinematics_status_and_hello(pair):
+    pub, sub = pair
+    vals = np.array([[1.5, -2.0], [3.25, np.nan]], dtype=np.float32)
+    for seq in range(200):
+        assert pub.publish_kinematics(seq, 10.0 + seq * 0.01, 10.5 + seq * 0.01, 0.3, vals[seq % 2], FLAG_GAP)
+    assert pub.publish_status({"published": 200, "lat_p99_ms": np.float64(0.7), "gaps": np.int64(1)})
+    got = []
+    while True:
+        m = sub.recv(timeout_ms=2000)
+        assert m is not None, "message lost on an idle loopback"
+        if m[0] == "kinematics":
+            got.append(m[1])
+        if m[0] == "status":
+            status = m[1]
+            break
+    assert [g["seq"] for g in got] == list(range(200)) and sub.missed == 0
+    for g in got:
+        np.testing.assert_array_equal(g["values"], vals[g["seq"] % 2])
+        assert g["names"] == ["x", "y"] and g["flags"] == FLAG_GAP and g["v"] == SCHEMA_VERSION
+        assert g["t_lsl"] == 10.0 + g["seq"] * 0.01
+    assert status["published"] == 200 and status["gaps"] == 1 and status["lat_p99_ms"] == 0.7
+    assert status["hello"]["units"] == ["mm/s", "mm/s"]
+    assert pub.sent >= 201 and pub.dropped == 0
+
+
+finite_or_not = st.floats(width=32, allow_nan=True, allow_infinity=True)
+
+
+@pytest.fixture(scope="module")
+def module_pair():
+    pub = ZmqPublisher(ANY)
+    sub = Subscriber(pub.endpoint, topics=["kinematics"])
+    t_end = time.monotonic() + 5
+    while sub.recv(timeout_ms=20) is None:
+        pub.publish_kinematics(0, 0.0, 0.0, 0.0, np.zeros(1, np.float32))
+        assert time.monotonic() < t_end
+    while sub.recv(timeout_ms=50) is not None:
+        pass
+    yield pub, sub
+    sub.close()
+    pub.close()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seq=st.integers(0, 2**63 - 1),
+    t_lsl=st.floats(allow_nan=False),
+    lat=st.floats(allow_nan=False, allow_infinity=True),
+    flags=st.integers(0, 2**31 - 1),
+    values=st.lists(finite_or_not, min_size=0, max_size=64),
+    dtype=st.sampled_from(["<f4", ">f4", "<f8"]),
+)
+def test_decode_round_trips_anything_the_publisher_sends(module_pair, seq, t_lsl, lat, flags, values, dtype):
+    pub, sub = module_pair
+    arr = np.asarray(values, dtype=dtype)
+    assert pub.publish_kinematics(seq, t_lsl, 1.0, lat, arr, flags)
+    topic, msg = sub.recv(timeout_ms=2000)
+    assert topic == "kinematics" and msg["seq"] == seq and msg["flags"] == flags
+    assert msg["t_lsl"] == t_lsl and (msg["lat_ms"] == lat)
+    expect = arr.astype("<f4")  # what any input dtype becomes on the wire: float32 little-endian
+    got = msg["values"]
+    assert got.dtype == np.dtype("<f4") and got.shape == expect.shape
+    np.testing.assert_array_equal(got.view(np.uint32), expect.view(np.uint32))  # bitwise, NaN included
+
+
+def test_decode_refuses_bad_messages():
+    ok = encode(TOPIC_KINEMATICS, {"seq": 1, "t_lsl": 1.0, "t_pub": 1.0, "lat_ms": 0.1, "flags": 0,
+                                   "values": b"\0" * 8})
+    assert decode(ok)[1]["values"].size == 2
+    newer = [b"kinematics", msgpack.packb({"v": SCHEMA_VERSION + 1, "seq": 1})]
+    with pytest.raises(SchemaError, match=r"schema version 2, this subscriber reads version 1: upgrade"):
+        decode(newer)
+    with pytest.raises(SchemaError, match="2 frames"):
+        decode([b"kinematics"])
+    with pytest.raises(SchemaError, match="not msgpack"):
+        decode([b"kinematics", b"\xc1"])
+    missing = [b"kinematics", msgpack.packb({"v": 1, "seq": 1, "t_lsl": 1.0})]
+    with pytest.raises(SchemaError, match="'t_pub' is NoneType"):
+        decode(missing)
+    odd = encode(TOPIC_KINEMATICS, {"seq": 1, "t_lsl": 1.0, "t_pub": 1.0, "lat_ms": 0.1, "flags": 0,
+                                    "values": b"\0" * 6})
+    with pytest.raises(SchemaError, match="multiple of 4"):
+        decode(odd)
+    assert flag_names(FLAG_GAP | FLAG_WARMUP | 1024) == ["GAP", "WARMUP", "BIT10"]
+
+
+def publish_burst(pub: ZmqPublisher, n: int) -> tuple[float, float, int]:
+    vals = np.zeros(8, np.float32)
+    worst, ok = 0.0, 0
+    t0 = time.perf_counter()
+    for seq in range(n):
+        t = time.perf_counter()
+        ok += pub.publish_kinematics(seq, 0.0, 0.0, 0.0, vals)
+        worst = max(worst, time.perf_counter() - t)
+    return time.perf_counter() - t0, worst, ok
+
+
+def test_absent_subscriber_never_blocks():
+    with ZmqPublisher(ANY, sndhwm=10) as pub:
+        total, worst, ok = publish_burst(pub, 20_000)
+    assert total < 2.0 and worst < 0.05, f"{total:.2f} s total, worst {worst * 1e3:.1f} ms"
+
+
+def test_stuck_subscriber_never_blocks_and_sees_its_losses():
+    with ZmqPublisher(ANY, sndhwm=10) as pub, Subscriber(pub.endpoint, topics=["kinematics"], rcvhwm=10) as sub:
+        t_end = time.monotonic() + 5
+        while sub.recv(timeout_ms=20) is None:  # joined; from now on it stops reading
+            pub.publish_kinematics(0, 0.0, 0.0, 0.0, np.zeros(8, np.float32))
+            assert time.monotonic() < t_end
+        sub.last_seq = -1
+        total, worst, ok = publish_burst(pub, 20_000)
+        assert total < 2.0 and worst < 0.05, f"{total:.2f} s total, worst {worst * 1e3:.1f} ms"
+        seqs = []
+        while (m := sub.recv(timeout_ms=200)) is not None:
+            seqs.append(m[1]["seq"])
+    # kernel TCP buffers hold some messages beyond the two HWMs of 10; most must be dropped
+    assert len(seqs) < 5000 and sub.missed > 10_000, f"the queue bound (HWM) did not apply: {len(seqs)} received"
+    assert seqs == sorted(seqs)
+
+
+def test_nodrop_publisher_counts_drops_and_returns_quickly():
+    with ZmqPublisher(ANY, sndhwm=10, nodrop=True) as pub, \
+            Subscriber(pub.endpoint, topics=["kinematics"], rcvhwm=10) as sub:
+        t_end = time.monotonic() + 5
+        while sub.recv(timeout_ms=20) is None:
+            pub.publish_kinematics(0, 0.0, 0.0, 0.0, np.zeros(8, np.float32))
+            assert time.monotonic() < t_end
+        total, worst, ok = publish_burst(pub, 20_000)
+        assert pub.publish_status({"x": 1}) in (True, False)
+    assert total < 2.0 and worst < 0.05
+    assert pub.dropped > 10_000 and ok == 20_000 - pub.dropped
+
+
+def test_status_with_unpackable_values_never_raises():
+    with ZmqPublisher(ANY) as pub:
+        assert pub.publish_status({"obj": object(), "path": Path("/x"), "arr": np.arange(3)})
+        assert pub.errors == 0
+
+
+def test_bind_conflict_says_what_to_do():
+    with ZmqPublisher(ANY) as pub:
+        with pytest.raises(OSError, match="--address"):
+            ZmqPublisher(pub.endpoint)
+
+
+def test_docs_subscriber_example_runs():
+    text = (ROOT / "docs" / "schema.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 1 and len(blocks[0].strip().splitlines()) <= 12
+    with ZmqPublisher(ANY) as pub:
+        code = blocks[0].replace("tcp://127.0.0.1:5556", pub.endpoint)
+        pub.publish_hello({"names": ["vx", "vy"], "units": ["m/s", "m/s"]})
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        seq, t_end = 0, time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < t_end:
+            pub.publish_kinematics(seq, 1.0, 1.0, 0.1, np.array([seq, -seq], np.float32), 0)
+            seq += 1
+            time.sleep(0.01)
+        out, err = proc.communicate(timeout=5)
+    assert proc.returncode == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 5
+    s = int(lines[0].split()[0])
+    assert lines[0] == f"{s} {{'vx': {float(s)}, 'vy': {float(-s)}}} 0"

@@ -1,0 +1,78 @@
+"""A scripted LSL outlet, run as a separate process by the tests (and by hand).
+
+Sample k carries k in channel 0 and k + c in channel c, so a test can check that every
+sample arrives exactly once and in order. Timestamps follow a drift-free schedule:
+sample k is stamped t0 + k / rate, and the chunk ending with it is pushed at that time.
+
+  python tests/sources/lsl_outlet_proc.py --name X --source-id Y [--gap-at 500 --gap-len 200]
+
+Prints ``READY <t0>`` once the outlet exists; pushes until --duration or until killed.
+Faults: --gap-at/--gap-len skip pushing samples (their timestamps still advance);
+--reset-at shifts timestamps back by --reset-by seconds from that sample on (clock reset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import pylsl
+
+FORMATS = {"float32": pylsl.cf_float32, "double64": pylsl.cf_double64, "int16": pylsl.cf_int16}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--name", required=True)
+    p.add_argument("--type", default="LFP")
+    p.add_argument("--source-id", required=True)
+    p.add_argument("--channels", type=int, default=4)
+    p.add_argument("--rate", type=float, default=1000.0)
+    p.add_argument("--chunk", type=int, default=10)
+    p.add_argument("--format", default="float32", choices=sorted(FORMATS))
+    p.add_argument("--duration", type=float, default=60.0)
+    p.add_argument("--gap-at", type=int, default=-1)
+    p.add_argument("--gap-len", type=int, default=0)
+    p.add_argument("--reset-at", type=int, default=-1)
+    p.add_argument("--reset-by", type=float, default=10.0)
+    p.add_argument("--nan-at", type=int, default=-1)
+    a = p.parse_args(argv)
+
+    info = pylsl.StreamInfo(a.name, a.type, a.channels, a.rate, FORMATS[a.format], a.source_id)
+    info.set_channel_labels([f"ch{c}" for c in range(a.channels)])
+    outlet = pylsl.StreamOutlet(info, chunk_size=a.chunk, max_buffered=2)
+    dtype = np.int16 if a.format == "int16" else np.float32
+    offsets = np.arange(a.channels, dtype=np.float64)
+    t0 = pylsl.local_clock() + 0.05
+    print(f"READY {t0:.6f}", flush=True)
+    k = 0  # index of the next sample
+    n_total = int(a.duration * a.rate)
+    while k < n_total:
+        end = k + a.chunk  # this chunk holds samples k .. end-1
+        due = t0 + (end - 1) / a.rate
+        delay = due - pylsl.local_clock()
+        if delay > 0:
+            time.sleep(delay)
+        idx = np.arange(k, end, dtype=np.float64)
+        if a.gap_at >= 0:
+            keep = (idx < a.gap_at) | (idx >= a.gap_at + a.gap_len)
+        else:
+            keep = np.ones(a.chunk, dtype=bool)
+        if keep.any():
+            x = (idx[keep, None] + offsets[None, :]).astype(dtype)
+            if a.nan_at >= 0 and (idx[keep] == a.nan_at).any():
+                x[idx[keep] == a.nan_at, -1] = np.nan
+            ts = t0 + idx[keep] / a.rate
+            if a.reset_at >= 0:
+                ts = np.where(idx[keep] >= a.reset_at, ts - a.reset_by, ts)
+            outlet.push_chunk(x, ts.tolist())
+        k = end
+    time.sleep(0.2)  # let the last chunk leave before the outlet goes
+    del outlet
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

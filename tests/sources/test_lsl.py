@@ -1,0 +1,222 @@
+"""LSLSource against real outlets in other processes (tests/sources/lsl_outlet_proc.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+
+import numpy as np
+import pylsl
+import pytest
+
+from rtdecode.sources.lsl import (
+    PULL_CLOCK_RESET,
+    PULL_GAP,
+    PULL_NONFINITE,
+    PULL_RECONNECTED,
+    PULL_STALE,
+    LSLSource,
+    StreamMismatchError,
+    StreamNotFoundError,
+)
+
+CH, RATE = 4, 1000.0
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def source(query: str, **kw) -> LSLSource:
+    kw.setdefault("resolve_timeout", 5.0)
+    return LSLSource(query, n_channels=kw.pop("n_channels", CH), sampling_rate=kw.pop("rate", RATE), **kw)
+
+
+def collect(src: LSLSource, until, timeout: float = 5.0):
+    """Pull until until(indices) is true; returns (indices, timestamps, per-pull records)."""
+    idx, ts, pulls = [], [], []
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        n = src.pull()
+        if n:
+            block = src.data[:n]
+            idx.append(block[:, 0].astype(np.int64))
+            ts.append(src.timestamps[:n].copy())
+            pulls.append((n, int(block[0, 0]), src.last_gap_samples, src.last_gap_at, src.last_flags,
+                          pylsl.local_clock() - src.timestamps[n - 1]))
+            if until(idx[-1]):
+                break
+    assert idx, "no samples arrived"
+    return np.concatenate(idx), np.concatenate(ts), pulls
+
+
+def test_resolves_by_name_and_by_type(lsl_outlet):
+    o = lsl_outlet(unique_name("N"), type=unique_name("T"), channels=CH)
+    for query in (o.name, o.type):
+        with source(query) as src:
+            assert src.connected
+            assert src.info["name"] == o.name and src.info["type"] == o.type
+            assert src.info["source_id"] == o.source_id
+            assert src.info["channel_names"] == [f"ch{c}" for c in range(CH)]
+            assert src.pull() > 0
+
+
+@pytest.mark.parametrize(
+    "kw, expected, found",
+    [
+        ({"n_channels": 96}, "expects 96", f"has {CH} channels"),
+        ({"rate": 500.0}, "expects 500 Hz", "1000 Hz"),
+        ({"formats": ("float32",)}, "float32", "sends int16"),
+    ],
+)
+def test_refuses_mismatched_stream_with_both_values(lsl_outlet, kw, expected, found):
+    o = lsl_outlet(unique_name("M"), channels=CH, format="int16")
+    src = source(o.name, **kw)
+    with pytest.raises(StreamMismatchError) as err:
+        src.open()
+    msg = str(err.value)
+    assert expected in msg and found in msg and o.name in msg and "manifest.json" in msg
+    assert not src.connected
+    src.close()
+
+
+def test_missing_stream_lists_visible_streams(lsl_outlet):
+    o = lsl_outlet(unique_name("Visible"))
+    missing = unique_name("Missing")
+    src = source(missing, resolve_timeout=0.3)
+    with pytest.raises(StreamNotFoundError) as err:
+        src.open()
+    msg = str(err.value)
+    assert missing in msg and o.name in msg and "--stream" in msg
+
+
+@pytest.mark.parametrize("max_chunk", [1024, 7])
+def test_pulls_every_sample_once_in_order(lsl_outlet, max_chunk):
+    o = lsl_outlet(unique_name("Order"), channels=CH, chunk=10)
+    with source(o.name, max_chunk=max_chunk) as src:
+        idx, ts, pulls = collect(src, lambda i: i[-1] >= 1200)
+        ev = src.events
+    assert np.all(np.diff(idx) == 1), "samples lost, duplicated or reordered"
+    assert np.all(np.diff(ts) > 0)
+    # the outlet stamps sample k at t0 + k / rate on this host: corrected stamps must agree
+    np.testing.assert_allclose(ts - (o.t0 + idx / RATE), 0.0, atol=2e-3)
+    assert max(p[0] for p in pulls) <= max_chunk
+    assert ev.gaps == 0 and ev.clock_resets == 0 and ev.samples == idx.size
+    # min_samples semantics: a pull returns as soon as data is there, it does not wait for max_chunk
+    sizes = np.array([p[0] for p in pulls[5:]])
+    assert np.median(sizes) <= 20, f"pulls of {np.median(sizes)} samples: waiting for more than what is there"
+    lat = np.array([p[5] for p in pulls[5:]])
+    assert np.median(lat) < 0.02, f"pull latency p50 {np.median(lat) * 1e3:.2f} ms"
+
+
+def test_converts_int16_stream(lsl_outlet):
+    o = lsl_outlet(unique_name("I16"), channels=CH, format="int16")
+    with source(o.name) as src:
+        idx, _, _ = collect(src, lambda i: i.size > 0 and i[-1] >= 150)
+        n = src.pull() or src.pull()
+        row = src.data[n - 1]
+    assert src.data.dtype == np.float32
+    np.testing.assert_array_equal(row, row[0] + np.arange(CH))
+
+
+def test_detects_gap(lsl_outlet):
+    o = lsl_outlet(unique_name("Gap"), channels=CH, gap_at=1500, gap_len=120)
+    with source(o.name) as src:
+        idx, _, pulls = collect(src, lambda i: i[-1] >= 1700)
+        ev = src.events
+    assert idx[0] < 1500, "opened too late to see the gap"
+    jumps = np.flatnonzero(np.diff(idx) != 1)
+    assert jumps.size == 1 and idx[jumps[0]] == 1499 and idx[jumps[0] + 1] == 1620
+    flagged = [p for p in pulls if p[4] & PULL_GAP]
+    assert len(flagged) == 1
+    n, first, gap, at, _, _ = flagged[0]
+    assert gap == 120 and first + at == 1620
+    assert ev.gaps == 1 and ev.samples_lost_est == 120
+
+
+def test_clock_reset_and_nonfinite_are_flagged(lsl_outlet):
+    o = lsl_outlet(unique_name("Faults"), channels=CH, nan_at=1200, reset_at=1500, reset_by=10.0)
+    with source(o.name) as src:
+        idx, _, pulls = collect(src, lambda i: i[-1] >= 1600)
+        ev = src.events
+    assert idx[0] < 1200
+    assert ev.clock_resets == 1 and ev.gaps == 0
+    assert ev.nonfinite_chunks == 1
+    assert sum(1 for p in pulls if p[4] & PULL_CLOCK_RESET) == 1
+    assert sum(1 for p in pulls if p[4] & PULL_NONFINITE) == 1
+
+
+def test_stall_then_resume_on_the_same_inlet(lsl_outlet):
+    o = lsl_outlet(unique_name("Stall"), channels=CH)
+    with source(o.name, stall_timeout=0.2) as src:
+        collect(src, lambda i: i[-1] >= 100)
+        os.kill(o.proc.pid, signal.SIGSTOP)
+        try:
+            t_end = time.monotonic() + 3.0
+            while src.connected and time.monotonic() < t_end:
+                src.pull()
+            assert not src.connected and src.events.stalls == 1
+            assert src.poll_reconnect() is False  # no other stream to go to
+        finally:
+            os.kill(o.proc.pid, signal.SIGCONT)
+        # the outlet catches up in a burst: nothing lost, connected again, no reconnect needed
+        before = src.events.samples
+        idx, _, pulls = collect(src, lambda i: src.events.samples - before > 600)
+        assert src.connected
+    assert np.all(np.diff(idx) == 1)
+    assert src.events.gaps == 0 and src.events.reconnects == 0
+
+
+def test_backlog_beyond_max_chunk_is_flagged_stale_then_caught_up(lsl_outlet):
+    o = lsl_outlet(unique_name("Late"), channels=CH)
+    with source(o.name, max_chunk=50, stale_after_s=0.2) as src:
+        idx0, _, _ = collect(src, lambda i: i[-1] >= 100)
+        time.sleep(0.5)  # the consumer is late: ~500 samples queue up, 10 pulls' worth
+        idx, _, pulls = collect(src, lambda i: not src.last_flags & PULL_STALE)
+    assert pulls[0][4] & PULL_STALE and pulls[0][5] > 0.2
+    assert not pulls[-1][4] & PULL_STALE
+    assert np.all(np.diff(np.concatenate([idx0, idx])) == 1), "a backlog within the buffer must lose nothing"
+    assert src.events.stale_chunks >= 3
+
+
+def test_reconnects_to_restarted_outlet_with_new_source_id(lsl_outlet):
+    name = unique_name("Restart")
+    a = lsl_outlet(name, channels=CH)
+    with source(name, pull_timeout=0.05) as src:
+        collect(src, lambda i: i[-1] >= 100)
+        a.kill()
+        t_end = time.monotonic() + 5.0
+        while src.connected and time.monotonic() < t_end:
+            src.pull()
+        assert not src.connected and src.events.lost == 1
+
+        # a stream with the same name but the wrong channel count is refused, not used
+        wrong = lsl_outlet(name, channels=CH + 4)
+        calls, worst, t0 = 0, 0.0, time.monotonic()
+        while src.events.mismatched_streams == 0 and time.monotonic() - t0 < 8.0:
+            src.pull()
+            t = time.perf_counter()
+            assert src.poll_reconnect() is False
+            worst = max(worst, time.perf_counter() - t)
+            calls += 1
+        elapsed = time.monotonic() - t0
+        assert src.events.mismatched_streams >= 1 and f"{CH + 4} channels" in src.last_error
+        assert calls <= elapsed / 0.05 * 1.5 + 5, f"{calls} calls in {elapsed:.2f} s: busy loop"
+        wrong.kill()
+
+        b = lsl_outlet(name, channels=CH)
+        t0 = time.monotonic()
+        while not src.connected and time.monotonic() - t0 < 10.0:
+            src.pull()
+            t = time.perf_counter()
+            src.poll_reconnect()
+            worst = max(worst, time.perf_counter() - t)
+        assert src.connected, "no reconnection within 10 s"
+        assert src.info["source_id"] == b.source_id != a.source_id
+        idx, _, pulls = collect(src, lambda i: i.size > 0 and i[-1] >= 200)
+    assert pulls[0][4] & PULL_RECONNECTED
+    assert np.all(np.diff(idx) == 1)
+    assert src.events.reconnects == 1
+    assert worst < 0.5, f"poll_reconnect blocked {worst * 1e3:.0f} ms"
