@@ -24,13 +24,14 @@ import numpy as np
 
 from .bundle import Bundle
 from .dsp import SignalChain, WindowRing
-from .dsp.kernels import has_nonfinite
+from .dsp.kernels import count_changes, has_nonfinite
 from pylsl import local_clock
 
 log = logging.getLogger(__name__)
 
 from .sinks.zmq import (  # message flags, documented in docs/schema.md
     FLAG_CLOCK_RESET,
+    FLAG_FLAT_CHANNEL,
     FLAG_GAP,
     FLAG_OVERRUN,
     FLAG_RECONNECTED,
@@ -129,11 +130,18 @@ class Runtime:
         self._steps = np.arange(1, self._fill.shape[0] + 1, dtype=np.float64)
         self._last_ts = 0.0
         self._last_good = np.zeros(spec.n_channels, dtype=np.float32)
+        # flat-channel watch: per-channel change counts over one status period
+        self._ch_last = np.full(spec.n_channels, np.nan, dtype=np.float32)
+        self._ch_changes = np.zeros(spec.n_channels, dtype=np.int64)
+        self._flat_flag = 0  # FLAG_FLAT_CHANNEL while the last period found a flat channel
+        self.flat_channels: list[int] = []
+        self._samples_at_check = 0
         self._one = np.zeros((1, 1, spec.n_features), dtype=np.float32)  # streaming input
         self._pending_flags = FLAG_RECONNECTED  # first bins: filters warming up
         self._warm_bins = 0
         self._warm_needed = self.ring.n_bins
         self._signals = 0
+        self._chain_ms = 0.0  # chain time of the chunk that completed the current bins
         self._t_start = 0.0
         self._last_status = 0.0
 
@@ -240,6 +248,8 @@ class Runtime:
         if self.tel.samples == 0:
             self.first_sample_ts = float(ts[0])
         self.tel.samples += n
+        count_changes(data, n, self._ch_last, self._ch_changes)
+        flags |= self._flat_flag
         gap = getattr(src, "last_gap_samples", 0)
         if gap <= 0:
             self._process(data, n, ts, flags, t_arrive)
@@ -257,7 +267,9 @@ class Runtime:
     def _process(self, data: np.ndarray, n: int, ts: np.ndarray, flags: int, t_arrive: float) -> None:
         if n <= 0:
             return
+        t0 = local_clock()
         bins = self.chain.process(data, n)
+        self._chain_ms = (local_clock() - t0) * 1e3  # published per bin (chain_ms)
         if bins.shape[0]:
             self._on_bins(bins, bins.shape[0], flags, t_arrive, ts)
         self._last_good[:] = data[n - 1]
@@ -311,6 +323,7 @@ class Runtime:
         ends = self.chain.ends
         newest_only = self.cfg.stall_policy == "newest"
         for j in range(k):
+            t_inf = local_clock()
             y = self._advance(bins[j])
             if newest_only and j < k - 1:  # behind: catch up, decode only the newest bin
                 self.tel.skipped += 1
@@ -321,11 +334,13 @@ class Runtime:
             if self._warm_bins < self._warm_needed:
                 f |= FLAG_WARMUP
             t_pub = local_clock()
+            infer_ms = (t_pub - t_inf) * 1e3  # window push + inference of this bin
             lat = (t_pub - t_arrive) * 1e3
             if lat > self.deadline_ms:
                 f |= FLAG_OVERRUN
                 self.tel.overruns += 1
-            self.sink.publish_kinematics(self.seq, float(ts[ends[j]]), t_pub, lat, y, f)
+            self.sink.publish_kinematics(self.seq, float(ts[ends[j]]), t_pub, lat, y, f,
+                                         chain_ms=self._chain_ms, infer_ms=infer_ms)  # fmt: skip
             self.seq += 1
             self.tel.published += 1
             self.tel.record(lat)
@@ -347,7 +362,24 @@ class Runtime:
             "stream": getattr(self.source, "info", {}),
         }
 
+    def _check_channels(self) -> None:
+        """Once per status period: channels that did not change at all are flat (dead or
+        railed); bins carry FLAG_FLAT_CHANNEL until a period finds none."""
+        if self.tel.samples - self._samples_at_check < 2:
+            return  # no data this period (stalled or lost): nothing to judge
+        self._samples_at_check = self.tel.samples
+        flat = np.flatnonzero(self._ch_changes == 0)
+        if flat.size != len(self.flat_channels) or (flat.size and (flat != self.flat_channels).any()):
+            names = self.bundle.channel_names
+            if flat.size:
+                log.warning("flat channels (no change for a status period): %s",
+                            [names[i] if names else int(i) for i in flat[:16]])  # fmt: skip
+            self.flat_channels = flat.tolist()
+        self._flat_flag = FLAG_FLAT_CHANNEL if flat.size else 0
+        self._ch_changes[:] = 0
+
     def _status(self, now: float) -> None:
+        self._check_channels()
         src_ev = getattr(self.source, "events", None)
         p = self.tel.percentiles(since_mark=True)
         dt = now - self._last_status
@@ -365,6 +397,8 @@ class Runtime:
             "reconnects": self.tel.reconnects,
             "repaired_chunks": self.tel.repaired_chunks,
             "connected": bool(getattr(self.source, "connected", True)),
+            "source_error": getattr(self.source, "last_error", ""),
+            "flat_channels": self.flat_channels,
             "source_events": src_ev.__dict__ if src_ev is not None and hasattr(src_ev, "__dict__") else {},
             "dropped_msgs": getattr(self.sink, "dropped", 0),
             "backend": self.backend_reason,
@@ -402,6 +436,8 @@ class Runtime:
             "resets": self.tel.resets,
             "reconnects": self.tel.reconnects,
             "repaired_chunks": self.tel.repaired_chunks,
+            "flat_channels": self.flat_channels,
+            "source_events": self.source.events.to_dict() if hasattr(self.source, "events") else {},
             "dropped_msgs": getattr(self.sink, "dropped", 0),
             "backend": self.backend_reason,
         }

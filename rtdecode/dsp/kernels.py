@@ -148,3 +148,17 @@ def has_nonfinite(x, n):
             if not np.isfinite(v):
                 return True
     return False
+
+
+@njit(cache=True, nogil=True)
+def count_changes(x, n, last, changes):
+    """Per channel, count samples of x[:n] that differ from the one before (carried in
+    `last`). A channel whose count stays 0 over a status period is flat: disconnected,
+    or railed at the amplifier's limit (saturated). In place, no allocation."""
+    n_ch = x.shape[1]
+    for i in range(n):
+        for c in range(n_ch):
+            v = x[i, c]
+            if v != last[c]:
+                changes[c] += 1
+                last[c] = v

@@ -20,6 +20,9 @@ Kinematics fields (schema version 1, docs/schema.md is the reference):
 - ``lat_ms`` float: processing latency of this bin (chunk arrival to publish), in ms.
 - ``flags`` int: bitmask, table below.
 - ``values`` bytes: float32 little-endian, one per output (``np.frombuffer(b, "<f4")``).
+- ``chain_ms``, ``infer_ms`` float (optional): the parts of ``lat_ms`` spent in the signal
+  chain (the call on the chunk that completed the bin) and in this bin's window push and
+  inference; ``rtdecode bench`` uses them to split the latency.
 - ``names`` list of str: output names, in the order of ``values`` (present once
   `publish_hello` named them). They cost 0.16 µs and ~17 bytes per message for four
   outputs, and make every message readable on its own, without waiting for a status.
@@ -37,6 +40,7 @@ bit    name                  meaning
 32     FLAG_STALE            the newest sample was older than the source's stale limit
 64     FLAG_CLOCK_RESET      the source's timestamps jumped backwards
 128    FLAG_TIME_JITTER      the source's timestamps did not increase (within tolerance)
+256    FLAG_FLAT_CHANNEL     a channel did not change over the last status period (dead or railed)
 =====  ====================  ==============================================================
 
 Never blocking: sends use ``zmq.NOBLOCK``. A PUB socket drops a message for a subscriber
@@ -73,6 +77,7 @@ FLAG_WARMUP = 16
 FLAG_STALE = 32
 FLAG_CLOCK_RESET = 64
 FLAG_TIME_JITTER = 128
+FLAG_FLAT_CHANNEL = 256
 FLAG_NAMES = {
     FLAG_GAP: "GAP",
     FLAG_REPAIRED: "REPAIRED",
@@ -80,6 +85,7 @@ FLAG_NAMES = {
     FLAG_RECONNECTED: "RECONNECTED",
     FLAG_WARMUP: "WARMUP",
     FLAG_STALE: "STALE",
+    FLAG_FLAT_CHANNEL: "FLAT_CHANNEL",
     FLAG_CLOCK_RESET: "CLOCK_RESET",
     FLAG_TIME_JITTER: "TIME_JITTER",
 }
@@ -150,6 +156,13 @@ def decode(frames: list[bytes]) -> tuple[str, dict]:
         if len(msg["values"]) % 4:
             raise SchemaError(f"kinematics 'values' has {len(msg['values'])} bytes, not a multiple of 4 (float32)")
         msg["values"] = np.frombuffer(msg["values"], dtype="<f4")
+        for key in ("chain_ms", "infer_ms"):  # optional, additive within version 1
+            val = msg.get(key)
+            if val is None:
+                continue
+            if isinstance(val, bool) or not isinstance(val, (int, float)):
+                raise SchemaError(f"kinematics field '{key}' is {type(val).__name__}, expected float")
+            msg[key] = float(val)
         names = msg.get("names")
         if names is not None and len(names) != msg["values"].size:
             raise SchemaError(f"kinematics has {msg['values'].size} values but {len(names)} names")
@@ -194,7 +207,8 @@ class ZmqPublisher:
 
     # -- hot path ---------------------------------------------------------------------------
     def publish_kinematics(
-        self, seq: int, t_lsl: float, t_pub: float, latency_ms: float, values: np.ndarray, flags: int = 0
+        self, seq: int, t_lsl: float, t_pub: float, latency_ms: float, values: np.ndarray, flags: int = 0,
+        chain_ms: float | None = None, infer_ms: float | None = None,
     ) -> bool:
         if values.dtype != np.dtype("<f4") or not values.flags.c_contiguous:
             values = np.ascontiguousarray(values, dtype="<f4")
@@ -207,6 +221,10 @@ class ZmqPublisher:
             "flags": int(flags),
             "values": values.tobytes(),
         }
+        if chain_ms is not None:  # optional split of lat_ms (additive keys, still version 1)
+            msg["chain_ms"] = float(chain_ms)
+        if infer_ms is not None:
+            msg["infer_ms"] = float(infer_ms)
         if self._names is not None:
             msg["names"] = self._names
         return self._send(TOPIC_KINEMATICS, msg)

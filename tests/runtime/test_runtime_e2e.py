@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -13,9 +12,9 @@ import pytest
 
 from rtdecode.batch import decode_recording
 from rtdecode.recording import Recording
-from rtdecode.runtime import RunConfig, Runtime
-from rtdecode.sinks.zmq import FLAG_GAP, FLAG_RECONNECTED, FLAG_WARMUP, Subscriber
+from rtdecode.sinks.zmq import FLAG_GAP, FLAG_RECONNECTED, FLAG_WARMUP
 from tests.conftest import start_outlet, unique_name
+from tests.harness import Harness, free_address as _free_address
 from tests.helpers import make_bundle, synthetic_recording
 
 FS = 1000.0
@@ -24,62 +23,6 @@ FS = 1000.0
 @pytest.fixture(scope="module")
 def bundle4(tmp_path_factory):
     return make_bundle(tmp_path_factory.mktemp("rt") / "bundle", n_channels=4, window_bins=10)
-
-
-def _free_address() -> str:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
-
-
-class Harness:
-    """Runtime in a thread, subscriber in the test thread."""
-
-    def __init__(self, bundle, stream: str, **cfg):
-        self.address = _free_address()
-        self.cfg = RunConfig(stream=stream, bundle=str(bundle.path), address=self.address, backend="onnxruntime",
-                             quiet=True, resolve_timeout_s=20.0, status_interval_s=0.2, **cfg)  # fmt: skip
-        self.sub = Subscriber(self.address, topics=("kinematics", "status"))
-        self.msgs: list[dict] = []
-        self.status: list[dict] = []
-        self.summary: dict | None = None
-        self.error: BaseException | None = None
-        self.rt: Runtime | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        try:
-            self.rt = Runtime.from_config(self.cfg)
-            self.summary = self.rt.run()
-        except BaseException as e:  # surfaced in the test thread
-            self.error = e
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def collect(self, until, timeout: float):
-        t_end = time.monotonic() + timeout
-        while time.monotonic() < t_end and not until(self):
-            got = self.sub.recv(timeout_ms=100)
-            if got is None:
-                if self.error:
-                    raise self.error
-                continue
-            topic, msg = got
-            (self.msgs if topic == "kinematics" else self.status).append(msg)
-
-    def stop(self):
-        if self.rt is not None:
-            self.rt.stop_event.set()
-        self.thread.join(timeout=10)
-        self.collect(lambda h: False, timeout=0.3)
-        self.sub.close()
-        if self.error:
-            raise self.error
-        return self.summary
 
 
 def _replay_proc(path, name: str):

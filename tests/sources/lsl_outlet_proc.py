@@ -7,7 +7,7 @@ sample k is stamped t0 + k / rate, and the chunk ending with it is pushed at tha
   python tests/sources/lsl_outlet_proc.py --name X --source-id Y [--gap-at 500 --gap-len 200]
 
 Prints ``READY <t0>`` once the outlet exists; pushes until --duration or until killed.
-Faults: --gap-at/--gap-len skip pushing samples (their timestamps still advance);
+Faults: --flat-channel C holds channel C constant; --gap-at/--gap-len skip pushing samples (their timestamps still advance);
 --reset-at shifts timestamps back by --reset-by seconds from that sample on (clock reset).
 """
 
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reset-at", type=int, default=-1)
     p.add_argument("--reset-by", type=float, default=10.0)
     p.add_argument("--nan-at", type=int, default=-1)
+    p.add_argument("--flat-channel", type=int, default=-1, help="this channel holds one value (dead or railed)")
     a = p.parse_args(argv)
 
     info = pylsl.StreamInfo(a.name, a.type, a.channels, a.rate, FORMATS[a.format], a.source_id)
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             keep = np.ones(a.chunk, dtype=bool)
         if keep.any():
             x = (idx[keep, None] + offsets[None, :]).astype(dtype)
+            if a.flat_channel >= 0:
+                x[:, a.flat_channel] = 1000
             if a.nan_at >= 0 and (idx[keep] == a.nan_at).any():
                 x[idx[keep] == a.nan_at, -1] = np.nan
             ts = t0 + idx[keep] / a.rate

@@ -1,0 +1,188 @@
+"""Online faults on real sockets and a real LSL stream (docs/faults.md is the table).
+
+Each test drives the runtime (tests/harness.py) from a scripted outlet in another process
+(tests/sources/lsl_outlet_proc.py) and reads what a subscriber sees."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from rtdecode.sinks.zmq import FLAG_FLAT_CHANNEL, FLAG_OVERRUN, FLAG_RECONNECTED, FLAG_REPAIRED, Subscriber
+from tests.conftest import start_outlet, unique_name
+from tests.harness import Harness, free_address
+from tests.helpers import make_bundle
+
+
+@pytest.fixture(scope="module")
+def bundle4(tmp_path_factory):
+    return make_bundle(tmp_path_factory.mktemp("faults") / "bundle", n_channels=4, window_bins=10)
+
+
+class SlowEvery:
+    """Fault injection around a real backend: every `every`-th inference sleeps `ms`."""
+
+    def __init__(self, inner, every: int, ms: float):
+        self.inner, self.every, self.ms, self.calls = inner, every, ms, 0
+        self.name = inner.name
+
+    def infer(self, x):
+        self.calls += 1
+        if self.calls % self.every == 0:
+            time.sleep(self.ms / 1e3)
+        return self.inner.infer(x)
+
+    def __getattr__(self, name):  # warmup, reset_state, close, describe: the real backend's
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("policy", ["all", "newest"])
+def test_slow_inference_is_counted_flagged_and_the_loop_recovers(bundle4, policy):
+    name = unique_name("slow")
+    h = Harness(bundle4, name, stall_policy=policy, backend_wrapper=lambda b: SlowEvery(b, every=40, ms=35.0)).start()
+    out = start_outlet(name, channels=4, duration=4.0)
+    try:
+        h.collect(lambda h: out.proc.poll() is not None, timeout=30)
+    finally:
+        out.kill()
+        summary = h.stop()
+    seqs = [m["seq"] for m in h.msgs]
+    assert seqs == list(range(len(seqs)))  # published bins stay gap-free in seq
+    overrun = [m for m in h.msgs if m["flags"] & FLAG_OVERRUN]
+    assert summary["overruns"] >= 3 and len(overrun) == summary["overruns"]
+    assert all(m["lat_ms"] > summary["deadline_ms"] for m in overrun)
+    bins = summary["bins"]
+    assert bins >= 200
+    if policy == "all":  # every bin decoded, late ones too
+        assert summary["skipped"] == 0 and summary["published"] == bins
+    else:  # after a stall only the newest bin is decoded: the backlog is skipped, not queued
+        assert summary["skipped"] > 0 and summary["published"] + summary["skipped"] == bins
+    # it recovers: the bins right after an overrun are back within the deadline
+    t = [i for i, m in enumerate(h.msgs) if m["flags"] & FLAG_OVERRUN]
+    later = [h.msgs[i + 8] for i in t if i + 8 < len(h.msgs)]
+    assert later and sum(m["lat_ms"] <= summary["deadline_ms"] for m in later) >= len(later) - 1
+
+
+def test_flat_channel_is_detected_flagged_and_published(bundle4):
+    name = unique_name("flat")
+    h = Harness(bundle4, name).start()
+    out = start_outlet(name, channels=4, duration=2.5, flat_channel=2)
+    try:
+        h.collect(lambda h: out.proc.poll() is not None, timeout=20)
+    finally:
+        out.kill()
+        summary = h.stop()
+    assert summary["flat_channels"] == [2]
+    assert any(s.get("flat_channels") == [2] for s in h.status)
+    flagged = [m for m in h.msgs if m["flags"] & FLAG_FLAT_CHANNEL]
+    assert flagged and h.msgs[-1]["flags"] & FLAG_FLAT_CHANNEL
+    assert not h.msgs[0]["flags"] & FLAG_FLAT_CHANNEL  # not before a whole period was seen
+
+
+def test_healthy_channels_are_not_flagged_flat(bundle4):
+    name = unique_name("noflat")
+    h = Harness(bundle4, name).start()
+    out = start_outlet(name, channels=4, duration=1.5)
+    try:
+        h.collect(lambda h: out.proc.poll() is not None, timeout=20)
+    finally:
+        out.kill()
+        summary = h.stop()
+    assert summary["flat_channels"] == [] and h.msgs
+    assert not any(m["flags"] & FLAG_FLAT_CHANNEL for m in h.msgs)
+
+
+def test_nan_samples_are_repaired_flagged_and_values_stay_finite(bundle4):
+    name = unique_name("nan")
+    h = Harness(bundle4, name).start()
+    out = start_outlet(name, channels=4, duration=3.0, nan_at=2000)
+    try:
+        h.collect(lambda h: out.proc.poll() is not None, timeout=20)
+    finally:
+        out.kill()
+        summary = h.stop()
+    assert summary["repaired_chunks"] == 1
+    rep = [m for m in h.msgs if m["flags"] & FLAG_REPAIRED]
+    assert len(rep) == 1
+    assert all(np.isfinite(m["values"]).all() for m in h.msgs)
+
+
+def test_stream_back_with_another_channel_count_is_refused_then_the_right_one_taken(bundle4):
+    name = unique_name("chg")
+    h = Harness(bundle4, name, stall_timeout_s=0.3).start()
+    a = start_outlet(name, channels=4, duration=30.0)
+    b = c = None
+    try:
+        h.collect(lambda h: len(h.msgs) >= 30, timeout=20)
+        a.kill()
+        h.collect(lambda h: any(not s["connected"] for s in h.status), timeout=10)
+        b = start_outlet(name, channels=6, duration=30.0)  # the amplifier came back wrong
+        h.collect(lambda h: any("6 channels" in s.get("source_error", "") for s in h.status), timeout=15)
+        n_wrong = len(h.msgs)
+        b.kill()
+        c = start_outlet(name, channels=4, duration=30.0)
+        h.collect(lambda h: len(h.msgs) >= n_wrong + 30, timeout=20)
+    finally:
+        for o in (a, b, c):
+            if o is not None:
+                o.kill()
+        summary = h.stop()
+    err = next(s["source_error"] for s in h.status if "6 channels" in s.get("source_error", ""))
+    assert "bundle expects 4" in err
+    assert summary["source_events"]["mismatched_streams"] >= 1 and summary["reconnects"] == 1
+    after = [m for m in h.msgs if m["t_lsl"] >= c.t0]
+    assert after and after[0]["flags"] & FLAG_RECONNECTED
+    assert [m["seq"] for m in h.msgs] == list(range(len(h.msgs)))
+
+
+def _run_cli(bundle, name, address, summary_path):
+    return subprocess.Popen([sys.executable, "-m", "rtdecode.cli", "run", "--bundle", str(bundle.path), "--stream", name,
+                             "--address", address, "--backend", "onnxruntime", "--quiet", "--summary", str(summary_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_cleanly_with_summary_and_final_status(bundle4, tmp_path, sig):
+    name = unique_name("sig")
+    out = start_outlet(name, channels=4, duration=30.0)
+    address = free_address()
+    sub = Subscriber(address, topics=("kinematics", "status"))
+    proc = _run_cli(bundle4, name, address, tmp_path / "summary.json")
+    try:
+        got, final = 0, None
+        t_end = time.monotonic() + 30
+        while got < 50 and time.monotonic() < t_end:
+            m = sub.recv(timeout_ms=200)
+            got += m is not None and m[0] == "kinematics"
+        assert got >= 50, proc.stderr.read() if proc.poll() is not None else "no bins"
+        proc.send_signal(sig)
+        rc = proc.wait(timeout=10)
+        while (m := sub.recv(timeout_ms=500)) is not None:
+            if m[0] == "status" and m[1].get("final"):
+                final = m[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+        out.kill()
+        sub.close()
+    assert rc == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert final is not None and final["published"] == summary["published"] >= 50
+    # the port is free again: the socket was closed
+    with Subscriber(address):
+        pass
+    import zmq
+
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.PUB)
+    try:
+        s.bind(address)
+    finally:
+        s.close(linger=0)
