@@ -186,3 +186,48 @@ def test_signal_stops_cleanly_with_summary_and_final_status(bundle4, tmp_path, s
         s.bind(address)
     finally:
         s.close(linger=0)
+
+
+def test_second_signal_exits_at_once(bundle4, tmp_path):
+    name = unique_name("sig2")
+    out = start_outlet(name, channels=4, duration=30.0)
+    address = free_address()
+    sub = Subscriber(address, topics=("kinematics",))
+    proc = _run_cli(bundle4, name, address, tmp_path / "summary.json")
+    try:
+        assert sub.recv(timeout_ms=20_000) is not None, "runtime did not start"
+        # two different signals: CPython coalesces a repeated one that is still pending
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=10)
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+        out.kill()
+        sub.close()
+    assert rc == 128 + signal.SIGTERM, err
+    assert "second signal" in err and not (tmp_path / "summary.json").exists()
+
+
+def test_outlet_restarted_with_the_same_source_id_is_taken_back(bundle4):
+    name, sid = unique_name("same"), unique_name("sid")
+    h = Harness(bundle4, name, stall_timeout_s=0.3, source_id=sid).start()
+    a = start_outlet(name, channels=4, duration=30.0, source_id=sid)
+    b = None
+    try:
+        h.collect(lambda h: len(h.msgs) >= 30, timeout=20)
+        a.kill()
+        h.collect(lambda h: any(not s["connected"] for s in h.status), timeout=10)
+        b = start_outlet(name, channels=4, duration=30.0, source_id=sid)  # the amplifier software restarted
+        n = len(h.msgs)
+        h.collect(lambda h: len(h.msgs) >= n + 30, timeout=20)
+    finally:
+        a.kill()
+        if b is not None:
+            b.kill()
+        summary = h.stop()
+    assert summary["reconnects"] == 1
+    after = [m for m in h.msgs if m["t_lsl"] >= b.t0]
+    assert len(after) >= 30 and after[0]["flags"] & FLAG_RECONNECTED

@@ -1,0 +1,193 @@
+"""Soak: `rtdecode run` against a stream that misbehaves every few seconds (tools/fault_outlet.py).
+
+    python bench/soak.py --minutes 30 --fault-every 3 --out runs/soak      # the full run
+    python bench/soak.py --minutes 0.25 --fault-every 2 --out /tmp/soak    # the CI-sized one
+
+Three processes, as in a lab: the faulty outlet (restarted when it "dies"), `rtdecode run`
+(the real CLI), and this subscriber. At the end the runtime gets SIGTERM. Reported (JSON +
+one line per figure):
+
+- crashes: the runtime must still run when stopped and exit 0;
+- seq: published bins must be numbered +1 each, none lost or duplicated on the way;
+- cadence: consecutive bins must be one bin width apart in LSL time unless the later one is
+  flagged GAP, RECONNECTED, CLOCK_RESET or STALE (a reported fault); anything else is an
+  unexplained break;
+- memory: the runtime's RSS after warm-up and at the end (/proc/<pid>/status).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rtdecode.sinks.zmq import FLAG_CLOCK_RESET, FLAG_GAP, FLAG_RECONNECTED, FLAG_STALE, Subscriber  # noqa: E402
+
+EXPLAINED = FLAG_GAP | FLAG_RECONNECTED | FLAG_CLOCK_RESET | FLAG_STALE
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _free_address() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def _bundle(path: Path, n_channels: int):
+    from offline.linear import fit_linear_bundle
+
+    rng = np.random.default_rng(0)
+    lfp = rng.standard_normal((20_000, n_channels)).astype(np.float32) * 50
+    beh = rng.standard_normal((2000, 2)).astype(np.float32)
+    return fit_linear_bundle(lfp, 1000.0, beh, ["vel_x", "vel_y"], path, window_bins=10, line_freq=None)
+
+
+def _outlet(name: str, channels: int, duration: float, fault_every: float, seed: int, env: dict):
+    cmd = [sys.executable, str(ROOT / "tools" / "fault_outlet.py"), "--name", name, "--channels", str(channels),
+           "--duration", str(duration), "--fault-every", str(fault_every), "--seed", str(seed)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    os.set_blocking(proc.stdout.fileno(), False)
+    return proc
+
+
+def soak(minutes: float, fault_every: float, out: Path, channels: int = 96, seed: int = 0, bundle: str | None = None) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if "LSLAPICFG" not in env:  # keep discovery on this machine's link
+        cfg = out / "lsl.cfg"
+        cfg.write_text("[log]\nlevel = -3\n\n[multicast]\nResolveScope = link\n")
+        env["LSLAPICFG"] = str(cfg)
+    os.environ["LSLAPICFG"] = env["LSLAPICFG"]
+    bpath = Path(bundle) if bundle else _bundle(Path(tempfile.mkdtemp(prefix="soak-")) / "bundle", channels).path
+    name = f"soak-{os.getpid()}-{int(time.time()) % 100000}"
+    address = _free_address()
+    duration = minutes * 60.0
+    sub = Subscriber(address, topics=("kinematics", "status"))
+    rt = subprocess.Popen([sys.executable, "-m", "rtdecode.cli", "run", "--bundle", str(bpath), "--stream", name,
+                           "--address", address, "--backend", "onnxruntime", "--quiet", "--stall-policy", "all",
+                           "--summary", str(out / "runtime_summary.json")], env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    faults: list[str] = []
+    restarts = 0
+    seqs: list[int] = []
+    t_lsl: list[float] = []
+    flags: list[int] = []
+    rss: list[tuple[float, float]] = []
+    t_start = time.monotonic()
+    outlet = _outlet(name, channels, duration + 5, fault_every, seed, env)
+    crashed = None
+    try:
+        next_rss = 0.0
+        while (el := time.monotonic() - t_start) < duration:
+            m = sub.recv(timeout_ms=100)
+            if m is not None and m[0] == "kinematics":
+                seqs.append(m[1]["seq"])
+                t_lsl.append(m[1]["t_lsl"])
+                flags.append(m[1]["flags"])
+            for line in iter(outlet.stdout.readline, ""):
+                if line.startswith("FAULT"):
+                    faults.append(line.split()[2])
+            if outlet.poll() is not None:  # it died (on purpose): bring it back as a new source
+                for line in outlet.stdout.read().splitlines():
+                    if line.startswith("FAULT"):
+                        faults.append(line.split()[2])
+                outlet.stdout.close()
+                restarts += 1
+                time.sleep(0.5)
+                outlet = _outlet(name, channels, duration - el + 5, fault_every, seed + restarts, env)
+            if rt.poll() is not None:
+                crashed = f"runtime exited with {rt.returncode}: {rt.stderr.read()[-2000:]}"
+                break
+            if el >= next_rss:
+                rss.append((el, _rss_mb(rt.pid)))
+                next_rss = el + max(1.0, duration / 100)
+    finally:
+        if rt.poll() is None:
+            rt.send_signal(signal.SIGTERM)
+        try:
+            rc = rt.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            rt.kill()
+            rc = rt.wait()
+        while (m := sub.recv(timeout_ms=300)) is not None:
+            if m[0] == "kinematics":
+                seqs.append(m[1]["seq"])
+                t_lsl.append(m[1]["t_lsl"])
+                flags.append(m[1]["flags"])
+        outlet.kill()
+        outlet.wait()
+        outlet.stdout.close()
+        rt.stderr.close()
+        sub.close()
+    s = np.asarray(seqs)
+    dseq = np.diff(s)
+    dt = np.diff(np.asarray(t_lsl))
+    f = np.asarray(flags[1:], dtype=np.int64)
+    bin_s = 0.01
+    breaks = (np.abs(dt - bin_s) > 2e-4) & ((f & EXPLAINED) == 0)
+    summary = json.loads((out / "runtime_summary.json").read_text()) if (out / "runtime_summary.json").exists() else {}
+    warm = [r for t, r in rss if t >= min(10.0, duration / 5)]
+    result = {
+        "minutes": minutes,
+        "channels": channels,
+        "fault_every_s": fault_every,
+        "faults_injected": {k: faults.count(k) for k in sorted(set(faults))},
+        "outlet_restarts": restarts,
+        "crashed": crashed,
+        "runtime_exit_code": rc,
+        "bins_received": int(len(s)),
+        "seq_lost": int((dseq[dseq > 1] - 1).sum()) if len(s) > 1 else 0,
+        "seq_duplicated_or_backwards": int((dseq < 1).sum()) if len(s) > 1 else 0,
+        "cadence_breaks_unexplained": int(breaks.sum()),
+        "cadence_breaks_flagged": int(((np.abs(dt - bin_s) > 2e-4) & ((f & EXPLAINED) != 0)).sum()),
+        "rss_mb_after_warmup": warm[0] if warm else None,
+        "rss_mb_end": rss[-1][1] if rss else None,
+        "runtime_summary": summary,
+    }
+    (out / "soak.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="rtdecode soak run with injected faults")
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--fault-every", type=float, default=3.0)
+    ap.add_argument("--channels", type=int, default=96)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bundle", default=None, help="bundle to run (default: a ridge bundle on synthetic data)")
+    ap.add_argument("--out", default="runs/soak")
+    a = ap.parse_args(argv)
+    r = soak(a.minutes, a.fault_every, Path(a.out), a.channels, a.seed, a.bundle)
+    for k, v in r.items():
+        if k != "runtime_summary":
+            print(f"{k}: {v}")
+    ok = r["crashed"] is None and r["runtime_exit_code"] == 0 and r["seq_lost"] == 0 and r["seq_duplicated_or_backwards"] == 0 \
+        and r["cadence_breaks_unexplained"] == 0
+    print("SOAK OK" if ok else "SOAK FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
