@@ -97,6 +97,12 @@ def cmd_demo(args) -> int:
     return main_demo(args)
 
 
+def cmd_bench(args) -> int:
+    from .bench import main_bench
+
+    return main_bench(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rtdecode", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -166,7 +172,38 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--address", default="tcp://127.0.0.1:5599")
     dm.add_argument("--quick", action="store_true", help="skip distillation: a lagged ridge LFP decoder")
     dm.set_defaults(func=cmd_demo)
+
+    bn = sub.add_parser("bench", help="latency benchmark: replay over LSL -> rtdecode run -> ZeroMQ, against peers (bench extra)")
+    bn.add_argument("--out", default="runs/bench", help="report folder (default runs/bench)")
+    bn.add_argument("--channels", type=int, default=96)
+    bn.add_argument("--rate", type=float, default=1000.0, help="sampling rate, Hz")
+    bn.add_argument("--chunk", type=int, default=10, help="samples per LSL push")
+    bn.add_argument("--bin-ms", dest="bin_ms", type=float, default=10.0)
+    bn.add_argument("--window", type=int, default=32, help="model window, bins")
+    bn.add_argument("--model", choices=["auto", "student", "linear"], default="auto")
+    bn.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], default="auto")
+    bn.add_argument("--threads", type=int, default=1)
+    bn.add_argument("--duration", type=float, default=60.0, help="seconds of stream per consumer")
+    bn.add_argument("--warmup", type=float, default=1.0, help="seconds left out of the percentiles")
+    bn.add_argument("--lead", type=float, default=3.0, help="extra seconds of stream for a consumer to start")
+    bn.add_argument("--peers", default="baseline,mne-lsl,timeflux", help="comma list, or none")
+    bn.add_argument("--seed", type=int, default=0)
+    bn.add_argument("--scaling", action="store_true", help="rtdecode alone over channel counts and windows")
+    bn.add_argument("--scaling-channels", dest="scaling_channels", default="96,256,512,1024")
+    bn.add_argument("--scaling-windows", dest="scaling_windows", default="8,16,32,64")
+    bn.set_defaults(func=cmd_bench)
+
+    an = sub.add_parser("analyze", help="alignment analysis of a finished distill run: teacher vs student latents (train extra)")
+    an.add_argument("run", help="run folder of `rtdecode distill --out` (or its bundle folder)")
+    an.add_argument("--out", default=None, help="report folder (default RUN/analysis)")
+    an.set_defaults(func=cmd_analyze)
     return p
+
+
+def cmd_analyze(args) -> int:
+    from offline.analysis.run import main_analyze
+
+    return main_analyze(args.run, args.out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -201,7 +201,7 @@ class Runtime:
     def run(self) -> dict:
 
         cfg = self.cfg
-        self.backend.warmup()
+        self.warmup()
         hello = self.hello()
         self.sink.publish_hello(hello)
         self._t_start = self._last_status = local_clock()
@@ -228,6 +228,18 @@ class Runtime:
             finally:
                 self.close()
         return summary
+
+    def warmup(self) -> None:
+        """Pay every first-call cost (numba cache load, ONNX Runtime/TensorRT first runs)
+        before the first real chunk, then drop the samples that queued up meanwhile, so
+        the first bins are neither late nor decoded from a backlog."""
+        self.backend.warmup()
+        spec = self.bundle.chain
+        self.chain.process(np.zeros((spec.bin_samples, spec.n_channels), dtype=np.float32), spec.bin_samples)
+        self.chain.reset()
+        flush = getattr(self.source, "flush", None)
+        if flush is not None:
+            flush()
 
     def _reset(self, flag: int) -> None:
         self.chain.reset()

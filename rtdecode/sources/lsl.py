@@ -336,6 +336,11 @@ class LSLSource:
                 time.sleep(left)
         return False
 
+    def flush(self) -> int:
+        """Drop what queued up while the caller was busy starting (warm-up): the loop starts
+        on fresh samples, not on a backlog. Returns the number of samples dropped."""
+        return int(self._inlet.flush()) if self._inlet is not None else 0
+
     def close(self) -> None:
         self._drop_inlet()
         self._resolver = None

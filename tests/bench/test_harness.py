@@ -1,0 +1,73 @@
+"""`rtdecode bench` on a short real run: LSL replay process -> `rtdecode run` process -> ZeroMQ -> here.
+
+Checks what the harness counts and how it splits the latency, never absolute timings.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rtdecode.bench import BenchConfig, run_bench
+
+pytest.importorskip("psutil")
+pytest.importorskip("matplotlib")
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    cfg = BenchConfig(out=str(out), channels=96, rate=1000.0, chunk=10, bin_ms=10.0, window=10, model="linear",
+                      duration_s=3.0, warmup_s=0.5, lead_s=2.5, peers=("baseline",))  # fmt: skip
+    return out, run_bench(cfg)
+
+
+def test_bins_match_what_was_replayed(short_run):
+    _, res = short_run
+    r = res["consumers"]["rtdecode"]
+    b = r["bins"]
+    assert r["returncode"] == 0, r.get("consumer_log_tail")
+    assert b["received"] > 100, b
+    # every sample replayed after the runtime connected was decoded, bin for bin
+    assert b["consumer_samples"] == r["replayed_samples"] - b["first_sample_index"], b
+    assert b["received"] == b["expected_from_replay"] == b["consumer_published"], b
+    assert b["duplicated"] == 0 and b["missing_seq"] == 0 and b["dropped_vs_expected"] == 0, b
+    assert b["seq_first"] == 0
+    assert r["invalid_msgs"] == 0
+
+
+def test_latency_split_adds_up(short_run):
+    _, res = short_run
+    r = res["consumers"]["rtdecode"]
+    assert r["split_residual_ms_max"] < 1e-3  # transport in + processing + publish == end to end
+    assert r["other_ms_min"] > -0.05  # chain + inference never exceed the processing time they are part of
+    lat = r["latency_ms"]
+    for k in ("e2e", "transport_in", "processing", "chain", "infer", "publish"):
+        assert lat[k]["n"] == lat["e2e"]["n"] > 0
+        assert lat[k]["p50"] <= lat[k]["p99"] <= lat[k]["max"]
+    assert lat["chain"]["p50"] >= 0 and lat["infer"]["p50"] > 0 and lat["transport_in"]["p50"] > 0
+    assert r["cpu_percent_of_one_core"] > 0 and r["peak_rss_mb"] > 10 and r["rtf_cpu"] > 0
+
+
+def test_peer_measured_the_same_way(short_run):
+    _, res = short_run
+    p = res["consumers"]["baseline"]
+    if "skipped" in p:
+        pytest.skip(p["skipped"])
+    assert p["bins"]["received"] == p["bins"]["expected_from_replay"]
+    assert p["bins"]["duplicated"] == 0 and p["bins"]["missing_seq"] == 0
+    assert p["split_residual_ms_max"] < 1e-3
+    assert set(res["ratios_to_rtdecode"]["baseline"]) == {"p50", "p99", "throughput"}
+
+
+def test_reports_are_written(short_run):
+    out, res = short_run
+    data = json.loads((out / "bench.json").read_text())
+    assert data["config"]["channels"] == 96 and data["machine"]["versions"]["onnxruntime"]
+    assert len(data["consumers"]["rtdecode"]["series"]["e2e_ms"]) == data["consumers"]["rtdecode"]["bins"]["received"]
+    md = (out / "bench.md").read_text()
+    for word in ("p99.9", "rtdecode", "RTF", "transport in", "baseline"):
+        assert word in md
+    for png in ("latency_cdf.png", "latency_time.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
