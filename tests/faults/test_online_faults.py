@@ -42,6 +42,19 @@ class SlowEvery:
         return getattr(self.inner, name)
 
 
+def run_outlet(bundle, prefix: str, **outlet) -> tuple[Harness, dict]:
+    """The runtime on a scripted outlet from start to end; returns the harness and summary."""
+    name = unique_name(prefix)
+    h = Harness(bundle, name).start()
+    out = start_outlet(name, channels=4, **outlet)
+    try:
+        h.collect(lambda h: out.proc.poll() is not None, timeout=20)
+    finally:
+        out.kill()
+        summary = h.stop()
+    return h, summary
+
+
 @pytest.mark.parametrize("policy", ["all", "newest"])
 def test_slow_inference_is_counted_flagged_and_the_loop_recovers(bundle4, policy):
     name = unique_name("slow")
@@ -70,14 +83,7 @@ def test_slow_inference_is_counted_flagged_and_the_loop_recovers(bundle4, policy
 
 
 def test_flat_channel_is_detected_flagged_and_published(bundle4):
-    name = unique_name("flat")
-    h = Harness(bundle4, name).start()
-    out = start_outlet(name, channels=4, duration=2.5, flat_channel=2)
-    try:
-        h.collect(lambda h: out.proc.poll() is not None, timeout=20)
-    finally:
-        out.kill()
-        summary = h.stop()
+    h, summary = run_outlet(bundle4, "flat", duration=2.5, flat_channel=2)
     assert summary["flat_channels"] == [2]
     assert any(s.get("flat_channels") == [2] for s in h.status)
     flagged = [m for m in h.msgs if m["flags"] & FLAG_FLAT_CHANNEL]
@@ -86,27 +92,13 @@ def test_flat_channel_is_detected_flagged_and_published(bundle4):
 
 
 def test_healthy_channels_are_not_flagged_flat(bundle4):
-    name = unique_name("noflat")
-    h = Harness(bundle4, name).start()
-    out = start_outlet(name, channels=4, duration=1.5)
-    try:
-        h.collect(lambda h: out.proc.poll() is not None, timeout=20)
-    finally:
-        out.kill()
-        summary = h.stop()
+    h, summary = run_outlet(bundle4, "noflat", duration=1.5)
     assert summary["flat_channels"] == [] and h.msgs
     assert not any(m["flags"] & FLAG_FLAT_CHANNEL for m in h.msgs)
 
 
 def test_nan_samples_are_repaired_flagged_and_values_stay_finite(bundle4):
-    name = unique_name("nan")
-    h = Harness(bundle4, name).start()
-    out = start_outlet(name, channels=4, duration=3.0, nan_at=2000)
-    try:
-        h.collect(lambda h: out.proc.poll() is not None, timeout=20)
-    finally:
-        out.kill()
-        summary = h.stop()
+    h, summary = run_outlet(bundle4, "nan", duration=3.0, nan_at=2000)
     assert summary["repaired_chunks"] == 1
     rep = [m for m in h.msgs if m["flags"] & FLAG_REPAIRED]
     assert len(rep) == 1
