@@ -343,6 +343,30 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
     return bundle_path
 
 
+def demo_artifacts(config_path: str | Path, out_dir: str | Path):
+    """For `rtdecode demo`: run the distillation of `config_path` into <out_dir>/run and return
+    (bundle, a held-out session as a `rtdecode.recording.Recording`: raw LFP with its channels
+    put in the bundle's order by channel id, behaviour at the bin rate)."""
+    from rtdecode.bundle import load_bundle
+    from rtdecode.recording import Recording
+
+    cfg = load_config(config_path)
+    sessions = load_sessions(cfg)
+    path = run_distill(cfg, Path(out_dir) / "run", sessions=sessions)
+    bundle = load_bundle(path)
+    held, ref = sessions[-1], sessions[cfg.export.session]
+    lfp = np.asarray(held.lfp)
+    names = [str(c) for c in held.channel_ids]
+    want = [str(c) for c in ref.channel_ids]
+    if sorted(names) == sorted(want):  # the same electrodes in another order: map them
+        lfp = lfp[:, [names.index(c) for c in want]]
+        names = want
+    rec = Recording(lfp, held.lfp_rate, channel_names=names, behavior=np.asarray(held.behavior, np.float32),
+                    behavior_names=list(held.behavior_names), behavior_rate=1.0 / held.bin_width,
+                    meta={"session": str(held.session_id), "role": "held_out" if cfg.data.held_out_sessions else "train"})  # fmt: skip
+    return bundle, rec
+
+
 def main_distill(config_path: str, out: str | None, resume: bool) -> int:
     """CLI entry (`rtdecode distill --config C [--out DIR] [--resume]`): 0 on success, 2 on a bad config."""
     try:

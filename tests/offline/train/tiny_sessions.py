@@ -50,5 +50,5 @@ def tiny_sessions(n_sessions: int = 3, n_bins: int = 1200, n_channels: int = 8, 
         zs = np.repeat(z, spb, axis=0)
         lfp = (zs @ mix * lfp_gain + rng.standard_normal((n_bins * spb, n_channels))).astype(np.float32)
         out.append(TinySession(f"tiny{s}", "T", 0.01, spikes, np.arange(n_units), lfp, fs,
-                               np.arange(n_channels), beh, ["vx", "vy"]))
+                               np.arange(n_channels), beh, ["vx", "vy"], latents=z.astype(np.float32)))
     return out
