@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from offline.train.distill import standardize_targets
+
 from .compare import decoder_subspace, patch_metrics, scale_curve, subspace_capture, truth_recovery, with_controls
 from .controls import shuffled_session_pairs, summarize, truncate_pair
 from .latents import STUDENTS, LoadedRun, load_run, model_latents
@@ -58,10 +60,7 @@ def compute(run: LoadedRun, acfg: AnalysisConfig = AnalysisConfig()) -> dict:
     train = run.train_sessions
     # the pipeline's alignment target (standardised teacher latents) for the projection cosine
     tfull = {i: model_latents(run, "teacher", i, np.arange(run.data[i].n_bins))["latent"] for i in train}
-    if cfg.loss.standardize_targets:
-        tgt_stats = zscore_stats(np.concatenate([tfull[i][run.data[i].train] for i in train]))
-    else:
-        tgt_stats = (np.zeros(cfg.teacher.dim), np.ones(cfg.teacher.dim))
+    targets = standardize_targets(tfull, run.data, cfg.loss.standardize_targets)  # exactly as training
 
     res = {"teacher": {m: {} for m in models}, "truth": {m: {} for m in ["teacher", *models]}, "shuffled_session": {}}
     traces, keep, teach = {}, {}, {}
@@ -100,8 +99,8 @@ def compute(run: LoadedRun, acfg: AnalysisConfig = AnalysisConfig()) -> dict:
                 ps = zscore_stats(tok[:ntr])
                 r["patches"] = patch_metrics(_z(tok[:ntr], ps), t_tr, _z(tok[ntr:], ps), t_te, alpha)
             if "proj" in out:  # and what a constant (this session's mean target) would score
-                tgt_te = _z(tfull[i][te], tgt_stats)
-                const = np.broadcast_to(_z(tfull[i][d.train], tgt_stats).mean(0), tgt_te.shape)
+                tgt_te = targets[i][te]
+                const = np.broadcast_to(targets[i][d.train].mean(0), tgt_te.shape)
                 r["cos_proj"] = float(cosine_per_bin(out["proj"][ntr:], tgt_te).mean())
                 r["cos_proj_session_mean"] = float(cosine_per_bin(const, tgt_te).mean())
             if i == 0:

@@ -14,6 +14,7 @@ Masks (additive, 0 or -inf, shape (T*P, T*P)) are built from bin indices:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -45,7 +46,13 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 def bin_mask(n_bins: int, n_patches: int, causal: bool, window: int = 0) -> torch.Tensor | None:
-    """Additive attention mask (T*P, T*P) over flattened tokens, or None when all-visible."""
+    """Additive attention mask (T*P, T*P) over flattened tokens, or None when all-visible.
+    Cached per shape (it is rebuilt on every forward otherwise; treat it as read-only)."""
+    return _bin_mask(int(n_bins), int(n_patches), bool(causal), int(window))
+
+
+@functools.lru_cache(maxsize=32)
+def _bin_mask(n_bins: int, n_patches: int, causal: bool, window: int) -> torch.Tensor | None:
     if not causal and window <= 0:
         return None
     t = torch.arange(n_bins).repeat_interleave(n_patches)  # (N,) bin of each token

@@ -64,7 +64,12 @@ class LossConfig:
     align: float = 1.0  # cosine alignment to the frozen teacher's per-bin latents
     recon: float = 0.1  # LFP autoencoding
     behavior: float = 1.0  # supervised stages only
-    standardize_targets: bool = True  # z-score teacher latents (training bins) before the cosine: see docs/distill.md
+    standardize_targets: str = "session"  # z-score teacher latents (training bins) before the cosine: "session"
+    # (per session: removes the per-session offset a cosine is otherwise met by), "global" or "none"
+
+    def __post_init__(self):
+        if self.standardize_targets not in ("session", "global", "none"):
+            raise ValueError(f"loss.standardize_targets must be 'session', 'global' or 'none', got {self.standardize_targets!r}")
 
 
 @dataclass(frozen=True)

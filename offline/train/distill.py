@@ -73,12 +73,16 @@ class StudentObjective(nn.Module):
 
 @torch.no_grad()
 def student_latents(student: LFPStudent, features: np.ndarray, session: int, window: int,
-                    idx: np.ndarray | None = None, chunk: int = 256) -> np.ndarray:  # fmt: skip
+                    idx: np.ndarray | None = None, chunk: int = 256, streams: int = 64) -> np.ndarray:  # fmt: skip
     """Per-bin latents (len(idx), D) exactly as the deployed graph sees them.
 
     Window design (attn_window == 0): for every bin, the window of `window` bins ending there,
-    zero-filled before the session start (as the runtime's ring). Streaming design: one causal
-    pass from the session start (chunked with a warm-up of the receptive field, which is exact).
+    zero-filled before the session start (as the runtime's ring), `chunk` windows per forward.
+    Streaming design: the deployed graph's own step (`LFPStudent.step`, KV cache of W-1 bins),
+    run on `streams` stretches of the session in lockstep (a batch): every stretch but the first
+    starts `n_layers * (W - 1)` bins early (the receptive field) with an empty cache, so its
+    kept bins are exact; the first starts at bin 0, as the runtime does. Cost per bin ~ W*P^2
+    instead of the (T*P)^2 of a masked full-sequence forward.
     """
     student.eval()
     n = len(features)
@@ -90,14 +94,61 @@ def student_latents(student: LFPStudent, features: np.ndarray, session: int, win
             x = torch.from_numpy(sliding_windows(features, idx[i : i + chunk], window))  # (b, W, F)
             out[i : i + chunk] = student(x, session)["latent"][:, -1].numpy()
         return out
+    return streaming_latents(student, features, session, streams)[idx]
+
+
+@torch.no_grad()
+def streaming_latents(student: LFPStudent, features: np.ndarray, session: int, streams: int = 64) -> np.ndarray:
+    """All n bins' latents (n, D) of a streaming student; see `student_latents`."""
+    n, f = features.shape
     warm = student.cfg.n_layers * (student.cfg.attn_window - 1)
-    step = 4 * max(student.cfg.attn_window, 64)
-    full = np.empty((n, d), np.float32)
-    for s in range(0, n, step):
-        a = max(0, s - warm)
-        x = torch.from_numpy(np.ascontiguousarray(features[a : s + step]))[None]
-        full[s : s + step] = student(x, session)["latent"][0, s - a :].numpy()
-    return full[idx]
+    k = max(1, min(streams, (n - warm) // max(1, 2 * warm) if n > warm else 1))  # stretches
+    span = -(-max(n - warm, 1) // k)  # kept bins per stretch (stretch 0 keeps warm + span)
+    steps = warm + span
+    x = np.zeros((k, steps, f), np.float32)  # stretch j reads bins [j*span, j*span + steps)
+    for j in range(k):
+        seg = features[j * span : j * span + steps]
+        x[j, : len(seg)] = seg  # zeros past the session end only feed discarded outputs
+    kc = torch.zeros(student.cache_shape(k))
+    vc = torch.zeros_like(kc)
+    seen = torch.zeros(1)
+    lat = np.empty((k, steps, student.cfg.dim), np.float32)
+    xt = torch.from_numpy(x)
+    for t in range(steps):
+        z, kc, vc, seen = student.step(xt[:, t : t + 1], session, kc, vc, seen)
+        lat[:, t] = z.numpy()
+    out = np.empty((n, student.cfg.dim), np.float32)
+    head = min(n, steps)
+    out[:head] = lat[0, :head]
+    for j in range(1, k):
+        a, b = j * span + warm, min(n, (j + 1) * span + warm)
+        if a < b:
+            out[a:b] = lat[j, warm : warm + b - a]
+    return out
+
+
+def standardize_targets(targets: dict[int, np.ndarray], sessions: list[SessionData], mode: str) -> dict[int, np.ndarray]:
+    """Z-score the teacher's latents before the cosine loss, on training bins only.
+
+    "session": per session (each session's own mean and SD). Teacher latents carry a large
+      per-session offset (the session's read-in); with a global z-score a session's latents are
+      still ~90 % one constant direction, so the cosine loss is met by a per-session constant
+      (the patch embedding) and the behaviour-bearing variation is ignored. Per-session
+      z-scoring removes it. "global": one mean/SD over all training sessions. "none": raw.
+    """
+    if mode == "none":
+        return dict(targets)
+    if mode == "global":
+        allt = np.concatenate([targets[i][sessions[i].train] for i in targets])
+        mu, sd = allt.mean(0), allt.std(0) + 1e-6
+        return {i: ((v - mu) / sd).astype(np.float32) for i, v in targets.items()}
+    if mode == "session":
+        out = {}
+        for i, v in targets.items():
+            a = v[sessions[i].train]
+            out[i] = ((v - a.mean(0)) / (a.std(0) + 1e-6)).astype(np.float32)
+        return out
+    raise ValueError(f"standardize_targets must be 'session', 'global' or 'none', got {mode!r}")
 
 
 def fit_new_embedding(student: LFPStudent, session: SessionData, init_from: int, bins: int, steps: int,

@@ -15,16 +15,17 @@ import numpy as np
 SPLITS = ("held_out_time", "held_out_sessions_zero_shot", "held_out_sessions_new_embedding")
 
 
-def mean_r2(rows: list[dict], model: str, split: str) -> dict[str, float]:
-    """Per-session mean R² (over outputs) of one model on one split."""
-    return {r["session"]: float(np.mean(r["r2"])) for r in rows if r["model"] == model and r["split"] == split}
+def mean_r2(rows: list[dict], model: str, split: str, outputs: list[int] | None = None) -> dict[str, float]:
+    """Per-session mean R² (over all outputs, or over the `outputs` indices) of one model on one split."""
+    sel = (lambda v: v) if outputs is None else (lambda v: [v[k] for k in outputs])
+    return {r["session"]: float(np.mean(sel(r["r2"]))) for r in rows if r["model"] == model and r["split"] == split}
 
 
-def wilcoxon(rows: list[dict], a: str, b: str, split: str) -> dict | None:
+def wilcoxon(rows: list[dict], a: str, b: str, split: str, outputs: list[int] | None = None) -> dict | None:
     """Paired two-sided Wilcoxon signed-rank of model a vs b across sessions (mean R² per session)."""
     from scipy.stats import wilcoxon as _w
 
-    ra, rb = mean_r2(rows, a, split), mean_r2(rows, b, split)
+    ra, rb = mean_r2(rows, a, split, outputs), mean_r2(rows, b, split, outputs)
     common = sorted(set(ra) & set(rb))
     if len(common) < 2:
         return None
@@ -35,21 +36,47 @@ def wilcoxon(rows: list[dict], a: str, b: str, split: str) -> dict | None:
             "a_wins": int((d > 0).sum()), "p": p}  # fmt: skip
 
 
-def summarize(rows: list[dict], comparisons: list[tuple[str, str]]) -> dict:
+def summarize(rows: list[dict], comparisons: list[tuple[str, str]], outputs: list[int] | None = None,
+              subsets: dict[str, list[int]] | None = None, output_names: list[str] | None = None) -> dict:  # fmt: skip
+    """Table (mean ± SEM over sessions of the per-session mean R² over `outputs`, default all) and
+    paired tests; `subsets` ({title: output indices}) adds the same for output subsets (e.g.
+    velocity and grip, which causal decoders of velocity-tuned activity get; position is an
+    integral and much harder), and `output_names` a per-output mean table."""
     models = list(dict.fromkeys(r["model"] for r in rows))
     table = {}
     for m in models:
         for s in SPLITS:
-            per = mean_r2(rows, m, s)
+            per = mean_r2(rows, m, s, outputs)
             if per:
                 v = np.array(list(per.values()))
                 table.setdefault(m, {})[s] = {"mean": float(v.mean()), "sem": float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0, "n": len(v)}
-    tests = [t for a, b in comparisons for s in SPLITS if (t := wilcoxon(rows, a, b, s))]
-    return {"table": table, "tests": tests, "rows": rows}
+    tests = [t for a, b in comparisons for s in SPLITS if (t := wilcoxon(rows, a, b, s, outputs))]
+    out = {"table": table, "tests": tests, "rows": rows}
+    if subsets:
+        out["subsets"] = {k: {kk: vv for kk, vv in summarize(rows, comparisons, v).items() if kk != "rows"} for k, v in subsets.items()}
+    if output_names:
+        out["per_output"] = {"outputs": list(output_names), "mean": {
+            m: {s: np.mean([r["r2"] for r in rows if r["model"] == m and r["split"] == s], axis=0).round(4).tolist()
+                for s in SPLITS if any(r["model"] == m and r["split"] == s for r in rows)} for m in models}}  # fmt: skip
+    return out
 
 
 def to_markdown(summary: dict, labels: dict[str, str] | None = None) -> str:
     labels = labels or {}
+    text = _tables(summary, labels)
+    for title, sub in summary.get("subsets", {}).items():
+        text += f"\n### {title}\n\n" + _tables(sub, labels)
+    if "per_output" in summary:
+        po = summary["per_output"]
+        text += "\n### R² per output (mean over sessions)\n\n| model | split | " + " | ".join(po["outputs"]) + " |\n"
+        text += "|---|---|" + "---|" * len(po["outputs"]) + "\n"
+        for m, per in po["mean"].items():
+            for s, v in per.items():
+                text += f"| {labels.get(m, m)} | {s.replace('_', ' ')} | " + " | ".join(f"{x:.3f}" for x in v) + " |\n"
+    return text
+
+
+def _tables(summary: dict, labels: dict[str, str]) -> str:
     heads = {"held_out_time": "held-out time", "held_out_sessions_zero_shot": "held-out sessions, zero-shot",
              "held_out_sessions_new_embedding": "held-out sessions, new embedding"}  # fmt: skip
     lines = ["| model | " + " | ".join(heads[s] for s in SPLITS) + " |", "|---|" + "---|" * len(SPLITS)]

@@ -39,7 +39,7 @@ from .checkpoint import Checkpoints
 from .config import DistillRunConfig, load_config
 from .ddp import Dist, init_distributed, progress, run_stage
 from .decode import fit_ridge, lagged_features, ridge_r2
-from .distill import StudentObjective, fit_new_embedding, student_latents
+from .distill import StudentObjective, fit_new_embedding, standardize_targets, student_latents
 from .evaluate import summarize, write_report
 from .teacher import TeacherObjective, teacher_latents
 from .windows import SessionData, split_time
@@ -77,6 +77,30 @@ def load_sessions(cfg: DistillRunConfig) -> list:
     return [nwb.read_session(p) for p in d.nwb_paths]
 
 
+def channel_orders(sessions: list, ref: int = 0) -> list[np.ndarray | None]:
+    """LFP column order of every session that puts its channels in session `ref`'s order, by
+    channel id (recordings reorder channels across days; the shared student's patches must see
+    the same electrodes in every session, as the runtime maps them by name). None where no
+    reordering is needed or the sessions carry no comparable channel ids."""
+    ids = [getattr(s, "channel_ids", None) for s in sessions]
+    if any(i is None for i in ids):
+        return [None] * len(sessions)
+    want = [str(c) for c in ids[ref]]
+    out = []
+    for i in ids:
+        have = [str(c) for c in i]
+        if sorted(have) != sorted(want) or len(set(have)) != len(have):
+            return [None] * len(sessions)
+        pos = {c: k for k, c in enumerate(have)}
+        order = np.array([pos[c] for c in want])
+        out.append(None if np.array_equal(order, np.arange(len(order))) else order)
+    return out
+
+
+def _lfp(s, order: np.ndarray | None) -> np.ndarray:
+    return s.lfp if order is None else np.asarray(s.lfp)[:, order]
+
+
 def prepare(sessions: list, cfg: DistillRunConfig):
     """Design the chain, fit its normalisation on the training sessions' training time, and
     compute every session's features exactly as the runtime will (compute_features)."""
@@ -97,19 +121,20 @@ def prepare(sessions: list, cfg: DistillRunConfig):
                          line_freq=c.line_freq or None, n_harmonics=c.n_harmonics, highpass_hz=c.highpass_hz or None,
                          lowpass_hz=c.lowpass_hz, filter_order=c.filter_order, car=c.car)  # fmt: skip
     w = cfg.window_bins
+    orders = channel_orders(sessions, cfg.export.session)
     splits, raw = [], []
-    for s in sessions:
+    for s, order in zip(sessions, orders):
         n = len(s.spikes)
         splits.append(split_time(n, cfg.data.test_fraction, cfg.data.guard_bins, min_bins=2 * w))
-        raw.append(compute_features(chain, s.lfp))
+        raw.append(compute_features(chain, _lfp(s, order)))
         if len(raw[-1]) != n:
             raise ConfigError(f"session {s.session_id}: the chain makes {len(raw[-1])} bins from its LFP, the spikes have "
                               f"{n} bins: LFP and spikes must cover the same time")  # fmt: skip
     mean, std = fit_normalization(np.concatenate([raw[i][splits[i][0]] for i in range(n_train)]))
     chain = chain.with_normalization(mean, std)
     data = []
-    for s, (tr, te) in zip(sessions, splits):
-        feats = compute_features(chain, s.lfp)  # the bundle's chain, normalisation included
+    for s, (tr, te), order in zip(sessions, splits, orders):
+        feats = compute_features(chain, _lfp(s, order))  # the bundle's chain, normalisation included
         data.append(SessionData(str(s.session_id), feats, np.asarray(s.spikes, np.float32),
                                 np.asarray(s.behavior, np.float32), tr, te))  # fmt: skip
     return chain, data, n_train
@@ -164,58 +189,76 @@ def _test_idx(sess: SessionData) -> np.ndarray:
     return np.arange(sess.test.start, sess.test.stop)
 
 
-def _ridge_rows(model, split, sess, latents_fn, cfg) -> dict:
+def _ridge_rows(model, split, sess, lat, cfg) -> dict:
+    """Ridge fit on the training time's bins (every fit_stride-th, from the first full window),
+    R² on the held-out time's bins; `lat` (n_bins, D) holds the session's per-bin latents."""
     tr, te = _fit_idx(sess, cfg.eval.fit_stride, cfg.window_bins), _test_idx(sess)
-    r2, _ = ridge_r2(latents_fn(tr), sess.behavior[tr], latents_fn(te), sess.behavior[te], cfg.eval.ridge_alpha)
+    r2, _ = ridge_r2(lat[tr], sess.behavior[tr], lat[te], sess.behavior[te], cfg.eval.ridge_alpha)
     return {"model": model, "split": split, "session": sess.session_id, "r2": r2.tolist()}
 
 
-def _head_rows(model, split, sess, student, head, emb, cfg) -> dict:
+def _head_rows(model, split, sess, lat, head) -> dict:
     te = _test_idx(sess)
     with torch.no_grad():
-        pred = head(torch.from_numpy(student_latents(student, sess.features, emb, cfg.window_bins, te))).numpy()
+        pred = head(torch.from_numpy(lat[te])).numpy()
     return {"model": model, "split": split, "session": sess.session_id, "r2": r2_score(sess.behavior[te], pred).tolist()}
 
 
+def _eval_bins(sess: SessionData, cfg) -> np.ndarray:
+    """Every bin any decoder of this session is fit or tested on (the same for all models)."""
+    return np.union1d(_fit_idx(sess, cfg.eval.fit_stride, cfg.window_bins), _test_idx(sess))
+
+
+def _latents(model, sess, emb, cfg) -> np.ndarray:
+    """(n_bins, D) per-bin latents of one session, computed ONCE per (model, session, embedding)
+    on the bins the evaluation uses (others are left at zero and never read)."""
+    idx = _eval_bins(sess, cfg)
+    out = np.zeros((sess.n_bins, model.cfg.dim), np.float32)
+    out[idx] = student_latents(model, sess.features, emb, cfg.window_bins, idx)
+    return out
+
+
 def evaluate_all(cfg, data, n_train, teacher, distilled, sup, sup_head, multi, multi_head, multi_map, singles, ckpt) -> list[dict]:
+    """R² rows for every model and split. Ridge decoders are fit on training time and tested on
+    held-out time of the same session, with the same fit/test bins for every model."""
     rows: list[dict] = []
     w = cfg.window_bins
-    train, held = list(range(n_train)), list(range(n_train, len(data)))
+    train = list(range(n_train))
     bar = progress(range(len(data)), "evaluate", len(data))
     tseq = cfg.seq_bins(cfg.teacher_train)
     for i in bar:
         s = data[i]
         # lagged ridge on the raw features, fit on this session's training time
-        rows.append(_ridge_rows("ridge_lfp", "held_out_time" if i < n_train else "held_out_sessions_zero_shot", s,
-                                lambda idx: lagged_features(s.features, idx, min(w, 10)), cfg))  # fmt: skip
+        lagged = np.zeros((s.n_bins, min(w, 10) * s.features.shape[1]), np.float32)
+        ev = _eval_bins(s, cfg)
+        lagged[ev] = lagged_features(s.features, ev, min(w, 10))
+        rows.append(_ridge_rows("ridge_lfp", "held_out_time" if i < n_train else "held_out_sessions_zero_shot", s, lagged, cfg))
+        del lagged
         if i >= n_train:
             rows.append({**rows[-1], "split": "held_out_sessions_new_embedding"})
         if cfg.eval.single_session:
             st, hd = singles[i]
-            r = _head_rows("lfp_single", "held_out_time", s, st, hd, 0, cfg)
+            r = _head_rows("lfp_single", "held_out_time", s, _latents(st, s, 0, cfg), hd)
             if i < n_train:
                 rows.append(r)
             else:
                 rows += [{**r, "split": "held_out_sessions_zero_shot"}, {**r, "split": "held_out_sessions_new_embedding"}]
         if i < n_train:
             lat_t = teacher_latents(teacher, s.spikes, i, tseq)
-            rows.append(_ridge_rows("teacher", "held_out_time", s, lambda idx: lat_t[idx], cfg))
-            rows.append(_ridge_rows("distilled", "held_out_time", s,
-                                    lambda idx: student_latents(distilled, s.features, i, w, idx), cfg))  # fmt: skip
-            rows.append(_head_rows("distilled_sup", "held_out_time", s, sup, sup_head, i, cfg))
-            rows.append(_head_rows("lfp_multi", "held_out_time", s, multi, multi_head, multi_map[i], cfg))
+            rows.append(_ridge_rows("teacher", "held_out_time", s, lat_t, cfg))
+            rows.append(_ridge_rows("distilled", "held_out_time", s, _latents(distilled, s, i, cfg), cfg))
+            rows.append(_head_rows("distilled_sup", "held_out_time", s, _latents(sup, s, i, cfg), sup_head))
+            rows.append(_head_rows("lfp_multi", "held_out_time", s, _latents(multi, s, multi_map[i], cfg), multi_head))
             continue
         # unseen session: the encoders are not trained on it; ridge on its latents
         z = cfg.eval.zero_shot_from
         for name, model, emb0 in (("distilled", distilled, z), ("distilled_sup", sup, z), ("lfp_multi", multi, multi_map[train[z]])):
-            rows.append(_ridge_rows(name, "held_out_sessions_zero_shot", s,
-                                    lambda idx, m=model, e=emb0: student_latents(m, s.features, e, w, idx), cfg))  # fmt: skip
+            rows.append(_ridge_rows(name, "held_out_sessions_zero_shot", s, _latents(model, s, emb0, cfg), cfg))
             m2 = copy.deepcopy(model)
             e2 = fit_new_embedding(m2, s, emb0, cfg.eval.new_embedding_bins, cfg.eval.new_embedding_steps,
                                    cfg.seq_bins(cfg.distill), 8, cfg.seed)  # fmt: skip
             m2.eval()
-            rows.append(_ridge_rows(name, "held_out_sessions_new_embedding", s,
-                                    lambda idx, m=m2, e=e2: student_latents(m, s.features, e, w, idx), cfg))  # fmt: skip
+            rows.append(_ridge_rows(name, "held_out_sessions_new_embedding", s, _latents(m2, s, e2, cfg), cfg))
         # the teacher needs a read-in for the new units: fit it (masked modelling) on a little data
         t2 = copy.deepcopy(teacher)
         k = t2.add_session(s.spikes.shape[1], z)
@@ -231,7 +274,7 @@ def evaluate_all(cfg, data, n_train, teacher, distilled, sup, sup_head, multi, m
             opt.step()
         t2.eval()
         lat_t = teacher_latents(t2, s.spikes, k, tseq)
-        rows.append(_ridge_rows("teacher", "held_out_sessions_new_embedding", s, lambda idx: lat_t[idx], cfg))
+        rows.append(_ridge_rows("teacher", "held_out_sessions_new_embedding", s, lat_t, cfg))
     return rows
 
 
@@ -276,13 +319,7 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
     teacher = _train_teacher(cfg, data, train, ckpt, dd)
     tseq = cfg.seq_bins(cfg.teacher_train)
     targets = {i: teacher_latents(teacher, data[i].spikes, i, tseq) for i in train}
-    if cfg.loss.standardize_targets:
-        # Raw teacher latents share a large common direction (~40% of their energy in a run on
-        # stand-in data): a cosine loss is then mostly satisfied by predicting that constant, and
-        # the behaviour-bearing variation is ignored. Aligning to z-scored latents removes it.
-        allt = np.concatenate([targets[i][data[i].train] for i in train])
-        mu, sd = allt.mean(0), allt.std(0) + 1e-6
-        targets = {i: ((v - mu) / sd).astype(np.float32) for i, v in targets.items()}
+    targets = standardize_targets(targets, data, cfg.loss.standardize_targets)
     tick("teacher")
     nb = chain.n_branches
     distilled, _ = _train_student("distill", cfg, data, train, targets, ckpt, dd, None, cfg.distill, 0.0, nb)
@@ -305,7 +342,10 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
     bundle_path = out / "bundle"
     if dd.main:
         rows = evaluate_all(cfg, data, n_train, teacher, distilled, sup, sup_head, multi, multi_head, multi_map, singles, ckpt)
-        summary = summarize(rows, COMPARISONS)
+        names = list(sessions[0].behavior_names)
+        kin = [k for k, nm in enumerate(names) if nm in ("vx", "vy", "grip")]
+        summary = summarize(rows, COMPARISONS, subsets={"velocity and grip (" + ", ".join(names[k] for k in kin) + ")": kin} if kin else None,
+                            output_names=names)  # fmt: skip
         tick("evaluate")
         report = write_report(summary, out / "report", LABELS)
         from ..export import export_bundle

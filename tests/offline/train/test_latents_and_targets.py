@@ -1,0 +1,132 @@
+"""Evaluation latents (batched streaming equals the per-bin deployed path), teacher latents
+with full context, per-session target standardisation, channel alignment across sessions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from offline.models.student import LFPStudent, StudentConfig
+from offline.models.teacher import SpikeTeacher, TeacherConfig
+from offline.train.distill import standardize_targets, student_latents
+from offline.train.teacher import teacher_latents
+from offline.train.windows import SessionData, sliding_windows
+
+torch.set_num_threads(1)
+
+
+def student(window: int, n_layers: int = 2) -> LFPStudent:
+    torch.manual_seed(0)
+    cfg = StudentConfig(dim=16, n_layers=n_layers, n_heads=2, patch_channels=4, attn_window=window)
+    return LFPStudent(cfg, n_features=12, n_branches=1, n_sessions=2).eval()
+
+
+@pytest.mark.parametrize("n", [5, 37, 400])
+def test_batched_streaming_latents_equal_step_by_step(n):
+    st = student(window=4, n_layers=3)
+    feats = np.random.default_rng(n).standard_normal((n, 12)).astype(np.float32)
+    fast = student_latents(st, feats, 1, 4, streams=16)
+    # the deployed path: one stream from bin 0, one bin at a time, KV cache of W-1 bins
+    kc = torch.zeros(st.cache_shape(1))
+    vc, seen, ref = torch.zeros_like(kc), torch.zeros(1), []
+    with torch.no_grad():
+        for t in range(n):
+            z, kc, vc, seen = st.step(torch.from_numpy(feats[t : t + 1])[None], 1, kc, vc, seen)
+            ref.append(z[0].numpy())
+    np.testing.assert_allclose(fast, np.stack(ref), rtol=1e-4, atol=1e-5)
+    # and the masked full-sequence forward (what training sees)
+    with torch.no_grad():
+        full = st(torch.from_numpy(feats)[None], 1)["latent"][0].numpy()
+    np.testing.assert_allclose(fast, full, rtol=1e-4, atol=1e-5)
+    idx = np.array([0, n // 2, n - 1])
+    np.testing.assert_allclose(student_latents(st, feats, 1, 4, idx, streams=16), fast[idx])
+
+
+def test_window_latents_are_the_newest_bin_of_each_window():
+    st = student(window=0)
+    feats = np.random.default_rng(1).standard_normal((50, 12)).astype(np.float32)
+    idx = np.array([0, 3, 20, 49])
+    got = student_latents(st, feats, 0, 6, idx, chunk=3)
+    with torch.no_grad():
+        ref = [st(torch.from_numpy(sliding_windows(feats, np.array([i]), 6)), 0)["latent"][0, -1].numpy() for i in idx]
+    np.testing.assert_allclose(got, np.stack(ref), rtol=1e-5, atol=1e-6)
+
+
+def test_teacher_latents_have_at_least_half_a_window_of_context():
+    torch.manual_seed(0)
+    t = SpikeTeacher(TeacherConfig(dim=16, n_layers=2, n_heads=2, n_patches=2), [7]).eval()
+    spikes = np.random.default_rng(0).poisson(1.0, (103, 7)).astype(np.float32)
+    seq = 16
+    lat = teacher_latents(t, spikes, 0, seq)
+    with torch.no_grad():
+        for b in (0, 5, 8, 15, 16, 23, 24, 60, 102):
+            start = min((b - seq // 2) // (seq // 2) * (seq // 2), len(spikes) - seq) if b >= seq else 0
+            assert b - start >= seq // 2 or b < seq
+            ref = t(torch.from_numpy(spikes[start : start + seq])[None], 0)["latent"][0, b - start].numpy()
+            np.testing.assert_allclose(lat[b], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_per_session_standardisation_removes_session_offsets():
+    rng = np.random.default_rng(0)
+    n, d = 400, 8
+    sessions, targets = [], {}
+    for i in range(3):
+        sig = rng.standard_normal((n, d)) * 0.3
+        targets[i] = (sig + 5.0 * rng.standard_normal(d)).astype(np.float32)  # a big per-session offset
+        sessions.append(SessionData(f"s{i}", np.zeros((n, 4), np.float32), np.zeros((n, 2), np.float32),
+                                    np.zeros((n, 1), np.float32), slice(0, 300), slice(320, n)))  # fmt: skip
+
+    def constant_cos(z):  # cosine of the best per-session constant predictor
+        out = []
+        for v in z.values():
+            u = v / np.linalg.norm(v, axis=1, keepdims=True)
+            m = u.mean(0) / np.linalg.norm(u.mean(0))
+            out.append(float((u @ m).mean()))
+        return np.mean(out)
+
+    assert constant_cos(standardize_targets(targets, sessions, "global")) > 0.8  # the failure mode
+    z = standardize_targets(targets, sessions, "session")
+    assert constant_cos(z) < 0.3
+    for i, v in z.items():
+        np.testing.assert_allclose(v[:300].mean(0), 0, atol=1e-4)
+        np.testing.assert_allclose(v[:300].std(0), 1, atol=1e-3)
+    with pytest.raises(ValueError):
+        standardize_targets(targets, sessions, "bogus")
+
+
+def test_prepare_puts_every_session_in_the_reference_channel_order():
+    import sys
+    from dataclasses import replace
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_sessions import tiny_sessions
+
+    from offline.train.config import load_config
+    from offline.train.pipeline import channel_orders, prepare
+
+    cfg = load_config({"window_bins": 8, "data": {"held_out_sessions": 1, "guard_bins": 10},
+                       "chain": {"line_freq": 0, "lowpass_hz": 40.0}})  # fmt: skip
+    sessions = tiny_sessions(n_bins=300)
+    _, ref, _ = prepare(sessions, cfg)
+    perm = np.array([3, 0, 1, 2, 4, 5, 7, 6])  # the same electrodes recorded in another column order
+    moved = [sessions[0], replace(sessions[1], lfp=sessions[1].lfp[:, perm], channel_ids=sessions[1].channel_ids[perm]),
+             sessions[2]]  # fmt: skip
+    orders = channel_orders(moved)
+    assert orders[0] is None and orders[2] is None and np.array_equal(moved[1].channel_ids[orders[1]], np.arange(8))
+    _, got, _ = prepare(moved, cfg)
+    for a, b in zip(ref, got):
+        np.testing.assert_allclose(a.features, b.features, rtol=1e-5, atol=1e-5)
+    # without channel ids nothing can be matched: columns are taken as they come
+    assert channel_orders([replace(s, channel_ids=None) for s in moved]) == [None] * 3
+
+
+def test_config_names_the_standardisation_mode():
+    from offline.train.config import ConfigError, load_config
+
+    assert load_config({}).loss.standardize_targets == "session"
+    assert load_config({"loss": {"standardize_targets": "global"}}).loss.standardize_targets == "global"
+    for bad in ("bogus", True):
+        with pytest.raises(ConfigError, match="standardize_targets"):
+            load_config({"loss": {"standardize_targets": bad}})
