@@ -42,6 +42,8 @@ from .sinks.zmq import (  # message flags, documented in docs/schema.md
 )
 
 _SOURCE_FLAGS = FLAG_STALE | FLAG_CLOCK_RESET | FLAG_TIME_JITTER  # passed from the source to the bins
+# flags of samples, carried to the bin that contains them even when it completes in a later pull
+_CARRIED = _SOURCE_FLAGS | FLAG_REPAIRED | FLAG_GAP
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ class Runtime:
         self._flat_flag = 0  # FLAG_FLAT_CHANNEL while the last period found a flat channel
         self.flat_channels: list[int] = []
         self._samples_at_check = 0
+        self._carry_flags = 0
         self._one = np.zeros((1, 1, spec.n_features), dtype=np.float32)  # streaming input
         self._pending_flags = FLAG_RECONNECTED  # first bins: filters warming up
         self._warm_bins = 0
@@ -247,6 +250,7 @@ class Runtime:
         self.backend.reset_state()
         self._warm_bins = 0
         self._pending_flags |= flag
+        self._carry_flags = 0  # the partial bin they belonged to is gone
         self.tel.resets += 1
 
     def _on_chunk(self, n: int, t_arrive: float) -> None:
@@ -282,8 +286,13 @@ class Runtime:
         t0 = local_clock()
         bins = self.chain.process(data, n)
         self._chain_ms = (local_clock() - t0) * 1e3  # published per bin (chain_ms)
+        # a flagged sample may sit in a bin that completes in a later pull: carry its flags
+        flags |= self._carry_flags
         if bins.shape[0]:
             self._on_bins(bins, bins.shape[0], flags, t_arrive, ts)
+            self._carry_flags = flags & _CARRIED if self.chain.samples_in_bin else 0
+        else:
+            self._carry_flags = flags & _CARRIED
         self._last_good[:] = data[n - 1]
         self._last_ts = ts[n - 1]
 
@@ -302,7 +311,8 @@ class Runtime:
             self._fill_ts[:m] += t0
             bins = self.chain.process(fill, m)
             if bins.shape[0]:
-                self._on_bins(bins, bins.shape[0], FLAG_GAP | self._pending_flags, t_arrive, self._fill_ts)
+                self._on_bins(bins, bins.shape[0], FLAG_GAP | self._pending_flags | self._carry_flags, t_arrive, self._fill_ts)
+                self._carry_flags = 0
             t0 = self._fill_ts[m - 1]
             left -= m
         self.tel.filled_samples += gap
