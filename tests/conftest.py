@@ -69,14 +69,18 @@ def start_outlet(name: str, *, type: str = "LFP", source_id: str | None = None, 
     cmd = [sys.executable, str(OUTLET_SCRIPT), "--name", name, "--type", type, "--source-id", source_id]
     for key, value in options.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    return _wait_ready(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True), name, type, source_id, timeout, cmd)
+
+
+def _wait_ready(proc: subprocess.Popen, name: str, type: str, source_id: str, timeout: float, what) -> OutletProc:
+    """Wait for the child's `READY <t0>` line; kill it and say so if none comes in time."""
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
     line = proc.stdout.readline() if ready else ""
     if not line.startswith("READY"):
         proc.kill()
         proc.wait()
         proc.stdout.close()
-        raise RuntimeError(f"outlet process did not start within {timeout} s (got {line!r}): {cmd}")
+        raise RuntimeError(f"outlet process did not start within {timeout} s (got {line!r}): {what}")
     return OutletProc(proc, name, type, source_id, float(line.split()[1]))
 
 
@@ -92,14 +96,7 @@ def start_replay(path, name: str, *, type: str = "LFP", source_id: str | None = 
         "on_start=lambda info: print('READY', info['t0'], flush=True))\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    line = proc.stdout.readline() if ready else ""
-    if not line.startswith("READY"):
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        raise RuntimeError(f"replay process did not start within {timeout} s (got {line!r})")
-    return OutletProc(proc, name, type, source_id, float(line.split()[1]))
+    return _wait_ready(proc, name, type, source_id, timeout, f"replay of {path}")
 
 
 @pytest.fixture
