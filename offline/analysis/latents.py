@@ -4,7 +4,8 @@ every model's per-bin latents (and the student's per-patch tokens).
     run = load_run("runs/tiny")                 # models from <run>/checkpoints
     lat = model_latents(run, "distilled", i, idx)  # {"latent": (n, D), "tokens": (n, P, D), "proj": ...}
 
-Models: teacher (spikes), distilled, distilled_sup, lfp_multi, lfp_single (one per session),
+Models: teacher (spikes), distilled, distilled_sup, lfp_multi, lfp_multi_unsup (masked-autoencoding
+LFP-only; runs from before it existed have none), lfp_single (one per session),
 initial (the distilled student before training: the same seed and init as the distill
 stage) and features (the chain's normalised LFP features: no model at all).
 """
@@ -21,11 +22,12 @@ import torch
 from offline.models.student import LFPStudent
 from offline.models.teacher import SpikeTeacher
 from offline.train.config import DistillRunConfig, load_config
+from offline.train.distill import streaming_latents
 from offline.train.teacher import teacher_latents
 from offline.train.windows import SessionData, sliding_windows
 from rtdecode.config import ConfigError
 
-STUDENTS = ("distilled", "distilled_sup", "lfp_multi", "lfp_single", "initial")
+STUDENTS = ("distilled", "distilled_sup", "lfp_multi", "lfp_multi_unsup", "lfp_single", "initial")
 
 
 class AnalysisError(ConfigError):
@@ -107,6 +109,10 @@ def load_run(path: str | Path, sessions: list | None = None) -> LoadedRun:
         st = LFPStudent(cfg.student_cfg, f, nb, len(train), cfg.teacher.dim if has_align else None)
         st.load_state_dict(_student_state(_ckpt(root, stage)))
         run.students[name] = st.eval()
+    if cfg.eval.unsupervised_baseline and (root / "checkpoints" / "lfp_multi_unsup.pt").is_file():
+        st = LFPStudent(cfg.student_cfg, f, nb, len(train))
+        st.load_state_dict(_student_state(_ckpt(root, "lfp_multi_unsup")))
+        run.students["lfp_multi_unsup"] = st.eval()
     torch.manual_seed(cfg.seed + 2)  # exactly the distill stage's initialisation (pipeline._train_student)
     run.students["initial"] = LFPStudent(cfg.student_cfg, f, nb, len(train), cfg.teacher.dim).eval()
     if cfg.eval.single_session:
@@ -132,16 +138,8 @@ def student_outputs(student: LFPStudent, features: np.ndarray, session: int, win
         for i in range(0, len(idx), chunk):
             x = torch.from_numpy(sliding_windows(features, idx[i : i + chunk], window))  # (b, W, F)
             toks[i : i + chunk] = student.encoder(student.tokens(x, session))[:, -1].numpy()  # (b, P, D)
-    else:
-        n = len(features)
-        warm = student.cfg.n_layers * (student.cfg.attn_window - 1)
-        step = 4 * max(student.cfg.attn_window, 64)
-        full = np.empty((n, student.n_patches, student.cfg.dim), np.float32)
-        for s in range(0, n, step):
-            a = max(0, s - warm)
-            x = torch.from_numpy(np.ascontiguousarray(features[a : s + step]))[None]
-            full[s : s + step] = student.encoder(student.tokens(x, session))[0, s - a :].numpy()
-        toks = full[idx]
+    else:  # the deployed graph's own step, many stretches in lockstep (exact; see streaming_latents)
+        toks = streaming_latents(student, features, session, with_tokens=True)[1][idx]
     lat = toks.mean(1)
     out = {"latent": lat, "tokens": toks}
     if student.align is not None:

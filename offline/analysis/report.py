@@ -14,6 +14,7 @@ LABELS = {
     "distilled": "distilled LFP (unsupervised)",
     "distilled_sup": "distilled LFP (supervised)",
     "lfp_multi": "LFP-only multi-session",
+    "lfp_multi_unsup": "LFP-only multi-session (unsupervised)",
     "lfp_single": "LFP-only single-session",
     "initial": "student before distillation (init)",
     "features": "chain features (no model)",

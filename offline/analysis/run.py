@@ -31,7 +31,7 @@ from .controls import shuffled_session_pairs, summarize, truncate_pair
 from .latents import STUDENTS, LoadedRun, load_run, model_latents
 from .metrics import cosine_per_bin, linear_cka, mapped_cosine, zscore_stats
 
-LFP_ONLY = ("lfp_multi", "lfp_single")
+LFP_ONLY = ("lfp_multi", "lfp_multi_unsup", "lfp_single")
 DISTILLED = ("distilled", "distilled_sup")
 
 
@@ -44,6 +44,7 @@ class AnalysisConfig:
     chance_tol: float = 0.05  # |control mean| below this counts as "near chance"
     trace_bins: int = 1000  # per-bin cosine trace in the figure (first held-out bins of session 0)
     seed: int = 0
+    ridge_alpha: float = 1.0  # every map between latents (relative penalty; the shuffled controls use the same)
 
 
 def _z(x, stats):
@@ -51,7 +52,7 @@ def _z(x, stats):
 
 
 def compute(run: LoadedRun, acfg: AnalysisConfig = AnalysisConfig()) -> dict:
-    cfg, alpha = run.cfg, run.cfg.eval.ridge_alpha
+    cfg, alpha = run.cfg, acfg.ridge_alpha
     w, bin_s = cfg.window_bins, float(run.sessions[0].bin_width)
     rng = np.random.default_rng(acfg.seed)
     n, min_shift, block = acfg.n_shuffles, max(1, round(acfg.min_shift_s / bin_s)), max(1, round(acfg.block_s / bin_s))
@@ -168,6 +169,8 @@ def _checks(s: dict, models: list[str], acfg: AnalysisConfig) -> dict:
             continue
         for k in ("cka", "cka_debiased", "cos_mapped", "subspace"):
             checks[f"{d} closer to teacher than LFP-only ({k})"] = bool(t[d][k] > max(t[m][k] for m in lfp))
+            for m in lfp:  # and against each baseline alone (the unsupervised one is the like-for-like contrast)
+                checks[f"{d} closer to teacher than {m} ({k})"] = bool(t[d][k] > t[m][k])
         if d in tr and all(m in tr for m in lfp):
             for k in ("r2", "cka_debiased"):
                 a = tr[d]["train_session"][k]

@@ -64,6 +64,7 @@ class LossConfig:
     align: float = 1.0  # cosine alignment to the frozen teacher's per-bin latents
     recon: float = 0.1  # LFP autoencoding
     behavior: float = 1.0  # supervised stages only
+    mask_ratio: float = 0.25  # masked autoencoding of the unsupervised LFP-only baseline (share of patch tokens hidden)
     standardize_targets: str = "session"  # z-score teacher latents (training bins) before the cosine: "session"
     # (per session: removes the per-session offset a cosine is otherwise met by), "global" or "none"
 
@@ -74,12 +75,16 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    ridge_alpha: float = 1e-3  # relative to the latent variance
+    # ridge penalty relative to the latent variance: a float, or a grid chosen per output by
+    # 5-fold blocked cross-validation on the training time (docs/distill.md: a fixed small
+    # penalty over-fits lagged LFP features and under-rates every decoder fit on them)
+    ridge_alpha: float | tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
     fit_stride: int = 2  # every k-th training bin feeds the ridge fit (window design: cost)
     zero_shot_from: int = 0  # training session whose embedding unseen sessions reuse
     new_embedding_bins: int = 1000  # bins of an unseen session used to fit its new embedding
     new_embedding_steps: int = 100
     single_session: bool = True  # train one LFP-only model per session (costly)
+    unsupervised_baseline: bool = True  # masked-autoencoding LFP-only model (distill's steps), ridge-decoded
 
 
 @dataclass(frozen=True)

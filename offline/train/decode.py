@@ -31,11 +31,61 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> Ridge:
     return Ridge(w.astype(np.float32), (ym - xm @ w).astype(np.float32))
 
 
+def fit_ridge_cv(x: np.ndarray, y: np.ndarray, alphas, folds: int = 5, guard: int = 0) -> tuple[Ridge, np.ndarray]:
+    """Ridge with its penalty chosen per output by blocked cross-validation on (x, y).
+
+    The rows are cut into `folds` contiguous blocks (time order: neighbouring bins are
+    correlated, so shuffled folds would pick too small a penalty); each block is predicted
+    from the others, leaving out the `guard` rows next to it on either side (rows built from
+    overlapping windows). Each output gets the alpha (relative, as in `fit_ridge`) with the
+    best mean validation R², and the final fit uses all rows. Returns (ridge, chosen alphas).
+    One eigendecomposition per fold serves the whole grid.
+    """
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    alphas = np.asarray(alphas, np.float64).ravel()
+    n, d = x.shape
+    score = np.zeros((len(alphas), y.shape[1]))
+    edges = np.linspace(0, n, folds + 1).astype(int)
+    for k in range(folds):
+        a, b = edges[k], edges[k + 1]
+        tr = np.r_[0 : max(0, a - guard), min(n, b + guard) : n]
+        if len(tr) <= 1 or b <= a:
+            continue
+        xm, ym = x[tr].mean(0), y[tr].mean(0)
+        xc = x[tr] - xm
+        evals, evecs = np.linalg.eigh(xc.T @ xc)
+        proj = evecs.T @ (xc.T @ (y[tr] - ym))  # (d, n_out)
+        xv = (x[a:b] - xm) @ evecs  # validation rows in the eigenbasis
+        yv = y[a:b] - ym
+        base = ((y[a:b] - y[a:b].mean(0)) ** 2).sum(0) + 1e-12
+        for j, al in enumerate(alphas):
+            lam = al * evals.sum() / d
+            pred = xv @ (proj / (evals + lam)[:, None])
+            score[j] += 1.0 - ((yv - pred) ** 2).sum(0) / base
+    best = alphas[score.argmax(0)]  # (n_out,)
+    w = np.zeros((d, y.shape[1]), np.float32)
+    b = np.zeros(y.shape[1], np.float32)
+    for al in np.unique(best):
+        cols = best == al
+        r = fit_ridge(x, y[:, cols], float(al))
+        w[:, cols], b[cols] = r.w, r.b
+    return Ridge(w, b), best
+
+
 def ridge_r2(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray, y_test: np.ndarray,
-             alpha: float) -> tuple[np.ndarray, Ridge]:  # fmt: skip
-    """R² per output on the test latents of a ridge fit on the training latents."""
-    r = fit_ridge(z_train, y_train, alpha)
+             alpha, guard: int = 0) -> tuple[np.ndarray, Ridge]:  # fmt: skip
+    """R² per output on the test latents of a ridge fit on the training latents. `alpha` is a
+    float (fixed penalty) or a sequence (a grid, chosen per output by `fit_ridge_cv`)."""
+    r = fit_decoder(z_train, y_train, alpha, guard)
     return r2_score(y_test, r.predict(z_test)), r
+
+
+def fit_decoder(x: np.ndarray, y: np.ndarray, alpha, guard: int = 0) -> Ridge:
+    """`fit_ridge` for a float alpha, `fit_ridge_cv` for a grid."""
+    if np.ndim(alpha):
+        return fit_ridge_cv(x, y, alpha, guard=guard)[0]
+    return fit_ridge(x, y, float(alpha))
 
 
 def lagged_features(features: np.ndarray, idx: np.ndarray, window: int) -> np.ndarray:

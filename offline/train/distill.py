@@ -38,6 +38,7 @@ class StudentObjective(nn.Module):
         session_map: dict[int, int] | None = None,  # data session -> student embedding index
         part: str = "train",
         max_bins: int | None = None,
+        mask_ratio: float = 0.0,  # > 0: masked autoencoding (hidden patch tokens reconstructed)
     ):
         super().__init__()
         if align and not targets:
@@ -49,7 +50,7 @@ class StudentObjective(nn.Module):
         self.w = {"align": align, "recon": recon, "behavior": behavior}
         self.targets = targets or {}
         self.session_map = session_map or {s: s for s in which}
-        self.part, self.max_bins = part, max_bins
+        self.part, self.max_bins, self.mask_ratio = part, max_bins, mask_ratio
 
     def forward(self, step: int, rank: int = 0, world: int = 1) -> torch.Tensor:
         rng = step_rng(self.seed, self.stage, step)
@@ -58,10 +59,19 @@ class StudentObjective(nn.Module):
         starts = b.starts[sl]
         sess = self.sessions[b.session]
         x = torch.from_numpy(gather(sess.features, starts, self.seq))  # (B, T, F)
-        out = self.student(x, self.session_map[b.session])
+        mask = None
+        if self.mask_ratio:  # drawn for the whole batch, then sliced: the same under DDP
+            p = self.student.n_patches
+            m = rng.random((self.batch, self.seq, p)) < self.mask_ratio
+            mask = torch.from_numpy(np.repeat(m[sl], self.student.per_patch, axis=2))  # (B, T, F)
+        out = self.student(x.masked_fill(mask, 0.0) if mask is not None else x, self.session_map[b.session])
         loss = x.new_zeros(())
         if self.w["recon"]:
-            loss = loss + self.w["recon"] * LFPStudent.recon_loss(out, x)
+            if mask is None:
+                loss = loss + self.w["recon"] * LFPStudent.recon_loss(out, x)
+            else:  # only the hidden tokens: the visible ones would be copied through
+                err = (out["recon"] - x) ** 2
+                loss = loss + self.w["recon"] * (err * mask).sum() / mask.sum().clamp(min=1)
         if self.w["align"]:
             tgt = torch.from_numpy(gather(self.targets[b.session], starts, self.seq))  # (B, T, D_t)
             loss = loss + self.w["align"] * LFPStudent.cosine_loss(out, tgt)
@@ -98,8 +108,10 @@ def student_latents(student: LFPStudent, features: np.ndarray, session: int, win
 
 
 @torch.no_grad()
-def streaming_latents(student: LFPStudent, features: np.ndarray, session: int, streams: int = 64) -> np.ndarray:
-    """All n bins' latents (n, D) of a streaming student; see `student_latents`."""
+def streaming_latents(student: LFPStudent, features: np.ndarray, session: int, streams: int = 64,
+                      with_tokens: bool = False):  # fmt: skip
+    """All n bins' latents (n, D) of a streaming student; see `student_latents`. With
+    `with_tokens`, also the per-patch token outputs (n, P, D) whose mean the latent is."""
     n, f = features.shape
     warm = student.cfg.n_layers * (student.cfg.attn_window - 1)
     k = max(1, min(streams, (n - warm) // max(1, 2 * warm) if n > warm else 1))  # stretches
@@ -112,19 +124,24 @@ def streaming_latents(student: LFPStudent, features: np.ndarray, session: int, s
     kc = torch.zeros(student.cache_shape(k))
     vc = torch.zeros_like(kc)
     seen = torch.zeros(1)
-    lat = np.empty((k, steps, student.cfg.dim), np.float32)
+    shape = (student.n_patches, student.cfg.dim) if with_tokens else (student.cfg.dim,)
+    lat = np.empty((k, steps, *shape), np.float32)
     xt = torch.from_numpy(x)
     for t in range(steps):
-        z, kc, vc, seen = student.step(xt[:, t : t + 1], session, kc, vc, seen)
-        lat[:, t] = z.numpy()
-    out = np.empty((n, student.cfg.dim), np.float32)
+        if with_tokens:  # LFPStudent.step, keeping the tokens before their mean
+            h, kc, vc, seen = student.encoder.step(student.tokens(xt[:, t : t + 1], session)[:, 0], kc, vc, seen)
+            lat[:, t] = h.numpy()
+        else:
+            z, kc, vc, seen = student.step(xt[:, t : t + 1], session, kc, vc, seen)
+            lat[:, t] = z.numpy()
+    out = np.empty((n, *shape), np.float32)
     head = min(n, steps)
     out[:head] = lat[0, :head]
     for j in range(1, k):
         a, b = j * span + warm, min(n, (j + 1) * span + warm)
         if a < b:
             out[a:b] = lat[j, warm : warm + b - a]
-    return out
+    return (out.mean(1), out) if with_tokens else out
 
 
 def standardize_targets(targets: dict[int, np.ndarray], sessions: list[SessionData], mode: str) -> dict[int, np.ndarray]:

@@ -38,7 +38,7 @@ from .baselines import train_lfp_only
 from .checkpoint import Checkpoints
 from .config import DistillRunConfig, load_config
 from .ddp import Dist, init_distributed, progress, run_stage
-from .decode import fit_ridge, lagged_features, ridge_r2
+from .decode import fit_decoder, lagged_features, ridge_r2
 from .distill import StudentObjective, fit_new_embedding, standardize_targets, student_latents
 from .evaluate import summarize, write_report
 from .teacher import TeacherObjective, teacher_latents
@@ -49,10 +49,11 @@ LABELS = {
     "distilled": "distilled LFP, unsupervised (ridge)",
     "distilled_sup": "distilled LFP, supervised",
     "lfp_multi": "LFP-only multi-session",
+    "lfp_multi_unsup": "LFP-only multi-session, unsupervised (ridge)",
     "lfp_single": "LFP-only single-session",
     "ridge_lfp": "lagged ridge on LFP features",
 }
-COMPARISONS = [("distilled", "lfp_multi"), ("distilled", "lfp_single"), ("distilled_sup", "lfp_multi"),
+COMPARISONS = [("distilled", "lfp_multi_unsup"), ("distilled", "lfp_multi"), ("distilled", "lfp_single"), ("distilled_sup", "lfp_multi"),
                ("distilled_sup", "lfp_single"), ("distilled", "ridge_lfp")]  # fmt: skip
 
 
@@ -193,7 +194,8 @@ def _ridge_rows(model, split, sess, lat, cfg) -> dict:
     """Ridge fit on the training time's bins (every fit_stride-th, from the first full window),
     R² on the held-out time's bins; `lat` (n_bins, D) holds the session's per-bin latents."""
     tr, te = _fit_idx(sess, cfg.eval.fit_stride, cfg.window_bins), _test_idx(sess)
-    r2, _ = ridge_r2(lat[tr], sess.behavior[tr], lat[te], sess.behavior[te], cfg.eval.ridge_alpha)
+    r2, _ = ridge_r2(lat[tr], sess.behavior[tr], lat[te], sess.behavior[te], cfg.eval.ridge_alpha,
+                     guard=-(-cfg.window_bins // cfg.eval.fit_stride))  # fmt: skip
     return {"model": model, "split": split, "session": sess.session_id, "r2": r2.tolist()}
 
 
@@ -218,7 +220,8 @@ def _latents(model, sess, emb, cfg) -> np.ndarray:
     return out
 
 
-def evaluate_all(cfg, data, n_train, teacher, distilled, sup, sup_head, multi, multi_head, multi_map, singles, ckpt) -> list[dict]:
+def evaluate_all(cfg, data, n_train, teacher, distilled, sup, sup_head, multi, multi_head, multi_map, singles, ckpt,
+                 unsup=None) -> list[dict]:  # fmt: skip
     """R² rows for every model and split. Ridge decoders are fit on training time and tested on
     held-out time of the same session, with the same fit/test bins for every model."""
     rows: list[dict] = []
@@ -249,10 +252,15 @@ def evaluate_all(cfg, data, n_train, teacher, distilled, sup, sup_head, multi, m
             rows.append(_ridge_rows("distilled", "held_out_time", s, _latents(distilled, s, i, cfg), cfg))
             rows.append(_head_rows("distilled_sup", "held_out_time", s, _latents(sup, s, i, cfg), sup_head))
             rows.append(_head_rows("lfp_multi", "held_out_time", s, _latents(multi, s, multi_map[i], cfg), multi_head))
+            if unsup is not None:  # its embeddings follow the training sessions' order, as the distilled student's
+                rows.append(_ridge_rows("lfp_multi_unsup", "held_out_time", s, _latents(unsup, s, i, cfg), cfg))
             continue
         # unseen session: the encoders are not trained on it; ridge on its latents
         z = cfg.eval.zero_shot_from
-        for name, model, emb0 in (("distilled", distilled, z), ("distilled_sup", sup, z), ("lfp_multi", multi, multi_map[train[z]])):
+        unseen = [("distilled", distilled, z), ("distilled_sup", sup, z), ("lfp_multi", multi, multi_map[train[z]])]
+        if unsup is not None:
+            unseen.append(("lfp_multi_unsup", unsup, z))
+        for name, model, emb0 in unseen:
             rows.append(_ridge_rows(name, "held_out_sessions_zero_shot", s, _latents(model, s, emb0, cfg), cfg))
             m2 = copy.deepcopy(model)
             e2 = fit_new_embedding(m2, s, emb0, cfg.eval.new_embedding_bins, cfg.eval.new_embedding_steps,
@@ -331,6 +339,12 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
     multi, multi_head, multi_map = train_lfp_only("lfp_multi", cfg.student_cfg, data, train, f, nb, cfg.baseline, seq,
                                                   cfg.seed + 3, cfg.loss.recon, ckpt, dd)  # fmt: skip
     tick("lfp_multi")
+    unsup = None
+    if cfg.eval.unsupervised_baseline:
+        unsup, _, _ = train_lfp_only("lfp_multi_unsup", cfg.student_cfg, data, train, f, nb, cfg.distill, cfg.seq_bins(cfg.distill),
+                                     cfg.seed + 5, 1.0, ckpt, dd, supervised=False, mask_ratio=cfg.loss.mask_ratio)  # fmt: skip
+        unsup.eval()
+        tick("lfp_multi_unsup")
     singles = {}
     if cfg.eval.single_session:
         for i in range(len(data)):
@@ -341,7 +355,7 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
 
     bundle_path = out / "bundle"
     if dd.main:
-        rows = evaluate_all(cfg, data, n_train, teacher, distilled, sup, sup_head, multi, multi_head, multi_map, singles, ckpt)
+        rows = evaluate_all(cfg, data, n_train, teacher, distilled, sup, sup_head, multi, multi_head, multi_map, singles, ckpt, unsup)
         names = list(sessions[0].behavior_names)
         kin = [k for k, nm in enumerate(names) if nm in ("vx", "vy", "grip")]
         summary = summarize(rows, COMPARISONS, subsets={"velocity and grip (" + ", ".join(names[k] for k in kin) + ")": kin} if kin else None,
@@ -354,7 +368,7 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
         if head is None:  # unsupervised: the ridge decoder fit on the export session becomes the head
             s = data[cfg.export.session]
             idx = _fit_idx(s, cfg.eval.fit_stride, cfg.window_bins)
-            r = fit_ridge(student_latents(student, s.features, cfg.export.session, cfg.window_bins, idx), s.behavior[idx], cfg.eval.ridge_alpha)
+            r = fit_decoder(student_latents(student, s.features, cfg.export.session, cfg.window_bins, idx), s.behavior[idx], cfg.eval.ridge_alpha)
             head = BehaviorHead.from_ridge(r.w, r.b)
         s0 = sessions[cfg.export.session]
         prov = {

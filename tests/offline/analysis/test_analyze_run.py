@@ -60,7 +60,7 @@ def test_analyze_run_writes_report_json_and_figures(tiny_run):
         assert (out / png).stat().st_size > 5000
     js = json.loads((out / "analysis.json").read_text())
     models = js["meta"]["models"]
-    assert models == ["distilled", "distilled_sup", "lfp_multi", "lfp_single", "initial", "features"]
+    assert models == ["distilled", "distilled_sup", "lfp_multi", "lfp_multi_unsup", "lfp_single", "initial", "features"]
     assert js["meta"]["train_sessions"] == ["tiny0", "tiny1"]
     for m in models:
         for sid in ("tiny0", "tiny1"):

@@ -57,9 +57,10 @@ def test_run_distill_writes_a_bundle_the_runtime_runs(design, tmp_path):
     assert y.shape == (900, 2) and np.isfinite(y).all() and y.std() > 0
     rows = metrics(tmp_path / "run")["rows"]
     splits = {(r["model"], r["split"]) for r in rows}
-    for m in ("teacher", "distilled", "distilled_sup", "lfp_multi", "lfp_single", "ridge_lfp"):
+    for m in ("teacher", "distilled", "distilled_sup", "lfp_multi", "lfp_multi_unsup", "lfp_single", "ridge_lfp"):
         assert (m, "held_out_time") in splits or m == "teacher"
     assert ("distilled", "held_out_sessions_zero_shot") in splits
+    assert ("lfp_multi_unsup", "held_out_sessions_zero_shot") in splits
     assert ("distilled", "held_out_sessions_new_embedding") in splits
     assert ("teacher", "held_out_sessions_new_embedding") in splits
 

@@ -1,0 +1,95 @@
+"""Ridge decoders with a cross-validated penalty, and the masked-autoencoding objective of the
+unsupervised LFP-only baseline."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_sessions import tiny_sessions  # noqa: E402
+
+from offline.train.decode import fit_ridge, fit_ridge_cv, ridge_r2  # noqa: E402
+from rtdecode.batch import r2_score  # noqa: E402
+
+
+def _regression(n, d, noise, seed=0, n_out=2):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d))
+    w = np.zeros((d, n_out))
+    w[:3] = rng.standard_normal((3, n_out))  # 3 informative dims out of d
+    return x, x @ w + noise * rng.standard_normal((n, n_out))
+
+
+def test_cv_picks_a_large_penalty_when_a_small_one_overfits():
+    x, y = _regression(2300, 250, noise=3.0)
+    x, y, xt, yt = x[:300], y[:300], x[300:], y[300:]  # almost as many dims as rows: a tiny penalty overfits
+    grid = [1e-4, 1e-2, 1.0, 100.0]
+    r_cv, best = fit_ridge_cv(x, y, grid)
+    assert (best >= 1.0).all()
+    fixed = r2_score(yt, fit_ridge(x, y, 1e-4).predict(xt)).mean()
+    assert r2_score(yt, r_cv.predict(xt)).mean() > fixed + 0.1
+
+
+def test_cv_picks_a_small_penalty_on_clean_data_and_matches_the_fixed_fit():
+    x, y = _regression(2000, 10, noise=0.01)
+    grid = [1e-4, 1.0, 100.0]
+    r, best = fit_ridge_cv(x, y, grid)
+    assert (best == 1e-4).all()
+    np.testing.assert_allclose(r.w, fit_ridge(x, y, 1e-4).w, rtol=1e-5, atol=1e-6)
+
+
+def test_cv_chooses_per_output():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((400, 80))
+    clean = x[:, :2] @ np.array([1.0, -1.0])  # output 0: exact, few dims
+    noisy = x[:, 0] + 5 * rng.standard_normal(400)  # output 1: mostly noise
+    _, best = fit_ridge_cv(x, np.stack([clean, noisy], 1), [1e-4, 1.0, 1000.0])
+    assert best[0] < best[1]
+
+
+def test_ridge_r2_takes_a_float_or_a_grid():
+    x, y = _regression(500, 5, noise=0.5)
+    a, _ = ridge_r2(x[:400], y[:400], x[400:], y[400:], 1e-3)
+    b, _ = ridge_r2(x[:400], y[:400], x[400:], y[400:], [1e-3, 1e-2], guard=3)
+    assert a.shape == b.shape == (2,) and np.isfinite(b).all() and b.mean() > 0.5
+
+
+def test_masked_autoencoding_scores_only_hidden_tokens():
+    """With mask_ratio > 0 the reconstruction loss is taken over hidden patches only: a model
+    that copies its (masked) input through scores the hidden patches' full error, and the loss
+    moves with the hidden patches, not the visible ones."""
+    from offline.models.student import LFPStudent, StudentConfig
+    from offline.train.distill import StudentObjective
+    from offline.train.pipeline import prepare
+    from offline.train.config import load_config
+
+    torch.manual_seed(0)
+    sessions = tiny_sessions(n_bins=400)
+    cfg = load_config({"window_bins": 8, "data": {"held_out_sessions": 1, "guard_bins": 10},
+                       "chain": {"line_freq": 0, "lowpass_hz": 40.0}})  # fmt: skip
+    _, data, n_train = prepare(sessions, cfg)
+    f = data[0].features.shape[1]
+    st = LFPStudent(StudentConfig(dim=8, n_layers=1, n_heads=2, patch_channels=4), f, 1, n_train)
+    seen = {}
+
+    def spy(x, session):  # record what the student was given
+        seen["x"] = x.clone()
+        out = LFPStudent.forward(st, x, session)
+        out["recon"] = x  # copy the input through
+        return out
+
+    st.forward = spy
+    obj = StudentObjective(st, data, list(range(n_train)), 8, 4, 0, "mae", recon=1.0, mask_ratio=0.5)
+    loss = float(obj(0))
+    x_in = seen["x"]
+    hidden = x_in == 0
+    assert 0.3 < hidden.float().mean() < 0.7  # about half the patch tokens are hidden
+    # the copied-through input is exact on visible features and 0 on hidden ones: the loss is
+    # the mean square of the true features under the mask
+    obj_nomask = StudentObjective(st, data, list(range(n_train)), 8, 4, 0, "mae", recon=1.0)
+    assert float(obj_nomask(0)) == 0.0  # unmasked autoencoding of a copy is perfect
+    assert loss > 0.2
