@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -126,6 +127,10 @@ def live_decode(bundle: Bundle, rec: Recording, *, seconds: float, address: str,
 def main_demo(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if "LSLAPICFG" not in os.environ:  # liblsl's start-up INFO lines off, here and in the replay process
+        from .bench import lsl_env  # (set before liblsl first reads its config; a user's own LSLAPICFG wins)
+
+        os.environ["LSLAPICFG"] = lsl_env(out)["LSLAPICFG"]
     t = time.time()
     bundle, heldout = _demo_bundle(out, args.config, args.quick)
     print(f"[demo] bundle ready in {time.time() - t:.0f} s: {bundle.describe()}", flush=True)
