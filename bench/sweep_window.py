@@ -114,7 +114,7 @@ def main() -> None:
     reuse = _Reuse(a.teacher_from) if a.teacher_from else None
     if reuse is not None:  # the latency model must be the run's student
         c = reuse.cfg
-        scfg, a.channels = c.student, reuse.data[0].features.shape[1]
+        scfg, a.channels, a.dim = c.student, reuse.data[0].features.shape[1], c.student.dim
     for w in [int(x) for x in a.windows.split(",")]:
         for design in a.designs.split(","):
             torch.manual_seed(0)

@@ -127,8 +127,9 @@ def live_decode(bundle: Bundle, rec: Recording, *, seconds: float, address: str,
 def main_demo(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if "LSLAPICFG" not in os.environ:  # liblsl's start-up INFO lines off, here and in the replay process
-        from .bench import lsl_env  # (set before liblsl first reads its config; a user's own LSLAPICFG wins)
+    if "LSLAPICFG" not in os.environ:  # as `rtdecode bench`: liblsl's log lines off and discovery on the
+        from .bench import lsl_env  # local link, here and in the replay process (set before liblsl first
+        # reads its config; a user's own LSLAPICFG wins)
 
         os.environ["LSLAPICFG"] = lsl_env(out)["LSLAPICFG"]
     t = time.time()

@@ -75,10 +75,13 @@ class LFPStudent(nn.Module):
             out["proj"] = self.align(latent)  # (B, T, D_teacher)
         return out
 
+    def step_tokens(self, x: torch.Tensor, session: int, k_cache, v_cache, n_seen):
+        """Streaming: x (B, 1, F) newest bin -> (per-patch outputs (B, P, D), caches, n_seen)."""
+        return self.encoder.step(self.tokens(x, session)[:, 0], k_cache, v_cache, n_seen)
+
     def step(self, x: torch.Tensor, session: int, k_cache, v_cache, n_seen):
         """Streaming: x (B, 1, F) newest bin -> (latent (B, D), caches, n_seen)."""
-        tok = self.tokens(x, session)[:, 0]  # (B, P, D)
-        h, k_cache, v_cache, n_seen = self.encoder.step(tok, k_cache, v_cache, n_seen)
+        h, k_cache, v_cache, n_seen = self.step_tokens(x, session, k_cache, v_cache, n_seen)
         return h.mean(dim=1), k_cache, v_cache, n_seen  # (B, D)
 
     def cache_shape(self, batch: int = 1) -> tuple[int, ...]:

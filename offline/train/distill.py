@@ -128,12 +128,8 @@ def streaming_latents(student: LFPStudent, features: np.ndarray, session: int, s
     lat = np.empty((k, steps, *shape), np.float32)
     xt = torch.from_numpy(x)
     for t in range(steps):
-        if with_tokens:  # LFPStudent.step, keeping the tokens before their mean
-            h, kc, vc, seen = student.encoder.step(student.tokens(xt[:, t : t + 1], session)[:, 0], kc, vc, seen)
-            lat[:, t] = h.numpy()
-        else:
-            z, kc, vc, seen = student.step(xt[:, t : t + 1], session, kc, vc, seen)
-            lat[:, t] = z.numpy()
+        h, kc, vc, seen = student.step_tokens(xt[:, t : t + 1], session, kc, vc, seen)  # (k, P, D)
+        lat[:, t] = (h if with_tokens else h.mean(dim=1)).numpy()
     out = np.empty((n, *shape), np.float32)
     head = min(n, steps)
     out[:head] = lat[0, :head]
