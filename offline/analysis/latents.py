@@ -69,7 +69,7 @@ def run_config(root: Path) -> DistillRunConfig:
     prov = json.loads(m.read_text()).get("provenance") or {}
     if "config" not in prov:
         raise AnalysisError(f"{m}: provenance has no 'config': this bundle was not written by `rtdecode distill`")
-    return load_config(prov["config"])
+    return load_config(prov["config"], legacy=True)  # a run of an earlier version may hold removed keys
 
 
 def _ckpt(root: Path, name: str) -> dict:
@@ -109,7 +109,7 @@ def load_run(path: str | Path, sessions: list | None = None) -> LoadedRun:
         st = LFPStudent(cfg.student_cfg, f, nb, len(train), cfg.teacher.dim if has_align else None)
         st.load_state_dict(_student_state(_ckpt(root, stage)))
         run.students[name] = st.eval()
-    if cfg.eval.unsupervised_baseline and (root / "checkpoints" / "lfp_multi_unsup.pt").is_file():
+    if (root / "checkpoints" / "lfp_multi_unsup.pt").is_file():  # runs of earlier versions may lack it
         st = LFPStudent(cfg.student_cfg, f, nb, len(train))
         st.load_state_dict(_student_state(_ckpt(root, "lfp_multi_unsup")))
         run.students["lfp_multi_unsup"] = st.eval()

@@ -1,15 +1,21 @@
 """Stage 4: LFP-only baselines of the student's size, without the teacher (align = 0).
 
-- multi-session, supervised: one student for all training sessions (per-session patch
-  embeddings), trained on behaviour directly (+ autoencoding);
-- multi-session, unsupervised: the same student trained by masked autoencoding of the LFP
-  alone, decoded by ridge on its frozen latents: the counterpart of the unsupervised
+The multi-session baselines go through the distilled students' own schedule with the
+teacher taken out, so that the teacher is the only difference:
+- multi-session, unsupervised: one student for all training sessions (per-session patch
+  embeddings) trained by masked autoencoding of the LFP alone for the `distill` stage's
+  steps, decoded by ridge on its frozen latents: the counterpart of the unsupervised
   distilled student (the paper's unsupervised comparison);
+- multi-session, supervised: that student fine-tuned on behaviour (+ autoencoding) for the
+  `supervised` stage's steps, as the distilled student is (docs/distill.md: pre-trained this
+  way it beats the same student trained on behaviour from scratch for as many steps);
 - single-session: one supervised student per session, trained on that session alone (for an
   unseen session: on its own training time, which is what a lab without distillation would do).
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 
@@ -38,13 +44,16 @@ def train_lfp_only(
     *,
     supervised: bool = True,
     mask_ratio: float = 0.0,
+    init: LFPStudent | None = None,
 ) -> tuple[LFPStudent, BehaviorHead | None, dict[int, int]]:
-    """Returns the student, its head (None when unsupervised) and the map data session ->
-    embedding index."""
+    """Returns the student (a copy of `init`, fine-tuned, when given), its head (None when
+    unsupervised) and the map data session -> embedding index."""
     if not supervised and not (recon and mask_ratio):
         raise ValueError("an unsupervised LFP-only model needs masked autoencoding (recon > 0 and mask_ratio > 0)")
     torch.manual_seed(seed)
-    student = LFPStudent(scfg, n_features, n_branches, n_sessions=len(which))
+    if init is not None and init.n_sessions != len(which):
+        raise ValueError(f"init has {init.n_sessions} session embeddings, {len(which)} sessions are trained")
+    student = copy.deepcopy(init) if init is not None else LFPStudent(scfg, n_features, n_branches, n_sessions=len(which))
     head = BehaviorHead(scfg.dim, sessions[which[0]].behavior.shape[1]) if supervised else None
     smap = {s: i for i, s in enumerate(which)}
     obj = StudentObjective(student, sessions, which, seq_bins, stage.batch_size, seed, name, recon=recon,

@@ -42,6 +42,11 @@ class Checkpoints:
             return None
         return torch.load(p, map_location="cpu", weights_only=False)
 
+    def has(self, stage: str) -> bool:
+        """A finished `stage` that `done` would load."""
+        p = self._p(stage)
+        return p is not None and self.resume and p.exists()
+
     def finish(self, stage: str, obj: Any) -> None:
         p = self._p(stage)
         if p is not None and self.rank == 0:

@@ -84,7 +84,6 @@ class EvalConfig:
     new_embedding_bins: int = 1000  # bins of an unseen session used to fit its new embedding
     new_embedding_steps: int = 100
     single_session: bool = True  # train one LFP-only model per session (costly)
-    unsupervised_baseline: bool = True  # masked-autoencoding LFP-only model (distill's steps), ridge-decoded
 
 
 @dataclass(frozen=True)
@@ -99,6 +98,7 @@ class ExportConfig:
 class DistillRunConfig:
     seed: int = 0
     threads: int = 2
+    jobs: int = 1  # processes for independent stages (teacher chain | LFP-only baselines; evaluation)
     window_bins: int = 32  # W: the student's context (window design) or KV cache (streaming)
     design: str = "window"  # "window" or "streaming"
     checkpoint_every: int = 100
@@ -110,7 +110,6 @@ class DistillRunConfig:
     teacher_train: StageConfig = field(default_factory=StageConfig)
     distill: StageConfig = field(default_factory=StageConfig)
     supervised: StageConfig = field(default_factory=lambda: StageConfig(steps=200))
-    baseline: StageConfig = field(default_factory=StageConfig)
     single: StageConfig = field(default_factory=lambda: StageConfig(steps=200))
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
@@ -118,6 +117,8 @@ class DistillRunConfig:
     def __post_init__(self):
         if self.design not in ("window", "streaming"):
             raise ValueError(f"design must be 'window' or 'streaming', got {self.design!r}")
+        if self.jobs < 1:
+            raise ValueError(f"jobs must be >= 1 (processes for independent stages), got {self.jobs}")
         if self.window_bins < 2:
             raise ValueError(f"window_bins must be >= 2, got {self.window_bins}")
         if self.export.model not in ("distilled_sup", "distilled"):
@@ -139,12 +140,37 @@ class DistillRunConfig:
         return to_dict(self)
 
 
-def load_config(src: str | Path | dict) -> DistillRunConfig:
-    """A path to a TOML file, or an already parsed mapping."""
+# keys earlier versions took: (table, key) -> why they went (a config naming one is refused with this)
+REMOVED = {
+    (None, "baseline"): "the multi-session LFP-only models now follow the distilled students' schedule "
+    "([distill] steps of masked autoencoding, then [supervised] steps of fine-tuning): delete the [baseline] table",
+    ("eval", "unsupervised_baseline"): "the unsupervised LFP-only model is always trained (the supervised one is "
+    "fine-tuned from it): delete the key",
+}
+
+
+def _drop_removed(d: dict, where: str, refuse: bool) -> dict:
+    d = dict(d)
+    for (table, key), why in REMOVED.items():
+        holder = d if table is None else d.get(table)
+        if isinstance(holder, dict) and key in holder:
+            if refuse:
+                name = f"[{key}]" if table is None else f"[{table}] {key}"
+                raise ConfigError(f"{where}: {name} is no longer a setting: {why}")
+            if table is None:
+                del d[key]
+            else:
+                d[table] = {k: v for k, v in holder.items() if k != key}
+    return d
+
+
+def load_config(src: str | Path | dict, *, legacy: bool = False) -> DistillRunConfig:
+    """A path to a TOML file, or an already parsed mapping. `legacy`: drop the keys of
+    `REMOVED` (a finished run's stored config) instead of refusing them."""
     if isinstance(src, dict):
-        return from_dict(DistillRunConfig, src, where="distill config")
+        return from_dict(DistillRunConfig, _drop_removed(src, "distill config", not legacy), where="distill config")
     d = load_toml(src)
-    return from_dict(DistillRunConfig, d, where=str(src))
+    return from_dict(DistillRunConfig, _drop_removed(d, str(src), not legacy), where=str(src))
 
 
 __all__ = ["ConfigError", "DistillRunConfig", "load_config"]

@@ -54,11 +54,14 @@ def lr_lambda(cfg: StageConfig):
     return f
 
 
+BARS = {"on": True}  # a stage worker process (pipeline, jobs > 1) turns its bars off
+
+
 def progress(iterable, desc: str, total: int, enabled: bool = True):
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True,
-                disable=not (enabled and sys.stderr.isatty()))  # fmt: skip
+                disable=not (enabled and BARS["on"] and sys.stderr.isatty()))  # fmt: skip
 
 
 def run_stage(

@@ -48,7 +48,7 @@ LABELS = {
     "teacher": "spike teacher (ridge, reference)",
     "distilled": "distilled LFP, unsupervised (ridge)",
     "distilled_sup": "distilled LFP, supervised",
-    "lfp_multi": "LFP-only multi-session",
+    "lfp_multi": "LFP-only multi-session, supervised (masked-autoencoding pre-trained, fine-tuned)",
     "lfp_multi_unsup": "LFP-only multi-session, unsupervised (ridge)",
     "lfp_single": "LFP-only single-session",
     "ridge_lfp": "lagged ridge on LFP features",
@@ -160,13 +160,14 @@ def _train_teacher(cfg, data, train, ckpt, dd) -> SpikeTeacher:
 
 
 def _train_student(name, cfg, data, train, targets, ckpt, dd, init: LFPStudent | None, stage, behavior: float, nb: int):
-    """Distillation (behavior = 0) or supervised distillation (behavior > 0, from `init`)."""
+    """Distillation (behavior = 0) or supervised distillation (behavior > 0, from `init`).
+    `targets` None: the stage is finished and only loaded."""
     torch.manual_seed(cfg.seed + 2)
     f = data[0].features.shape[1]
     student = copy.deepcopy(init) if init is not None else LFPStudent(cfg.student_cfg, f, nb, len(train), cfg.teacher.dim)
     head = BehaviorHead(cfg.student.dim, data[0].behavior.shape[1]) if behavior else None
     obj = StudentObjective(student, data, train, cfg.seq_bins(stage), stage.batch_size, cfg.seed, name,
-                           align=cfg.loss.align, recon=cfg.loss.recon, behavior=behavior * cfg.loss.behavior,
+                           align=cfg.loss.align if targets is not None else 0.0, recon=cfg.loss.recon, behavior=behavior * cfg.loss.behavior,
                            head=head, targets=targets)  # fmt: skip
     done = ckpt.done(name)
     if done is None:
@@ -220,16 +221,20 @@ def _latents(model, sess, emb, cfg) -> np.ndarray:
     return out
 
 
-def evaluate_all(cfg, data, n_train, teacher, distilled, sup, sup_head, multi, multi_head, multi_map, singles, ckpt,
-                 unsup=None) -> list[dict]:  # fmt: skip
-    """R² rows for every model and split. Ridge decoders are fit on training time and tested on
-    held-out time of the same session, with the same fit/test bins for every model."""
-    rows: list[dict] = []
+def evaluate_all(cfg, data, n_train, models: dict, which: list[int] | None = None, bar: bool = True) -> list[dict]:
+    """R² rows for every model and split (of sessions `which`, default all; each row tagged
+    "_i": its session's index). Ridge decoders are fit on training time and tested on
+    held-out time of the same session, with the same fit/test bins for every model. Every
+    session's numbers depend on that session alone (its random draws are seeded by its index)."""
+    teacher, distilled, sup, sup_head = models["teacher"], models["distilled"], models["sup"], models["sup_head"]
+    multi, multi_head, multi_map, unsup, singles = (models[k] for k in ("multi", "multi_head", "multi_map", "unsup", "singles"))
     w = cfg.window_bins
     train = list(range(n_train))
-    bar = progress(range(len(data)), "evaluate", len(data))
+    which = list(range(len(data))) if which is None else list(which)
     tseq = cfg.seq_bins(cfg.teacher_train)
-    for i in bar:
+    out: list[dict] = []
+    for i in progress(which, "evaluate", len(which), enabled=bar):
+        rows: list[dict] = []
         s = data[i]
         # lagged ridge on the raw features, fit on this session's training time
         lagged = np.zeros((s.n_bins, min(w, 10) * s.features.shape[1]), np.float32)
@@ -254,6 +259,7 @@ def evaluate_all(cfg, data, n_train, teacher, distilled, sup, sup_head, multi, m
             rows.append(_head_rows("lfp_multi", "held_out_time", s, _latents(multi, s, multi_map[i], cfg), multi_head))
             if unsup is not None:  # its embeddings follow the training sessions' order, as the distilled student's
                 rows.append(_ridge_rows("lfp_multi_unsup", "held_out_time", s, _latents(unsup, s, i, cfg), cfg))
+            out += [{**r, "_i": i} for r in rows]
             continue
         # unseen session: the encoders are not trained on it; ridge on its latents
         z = cfg.eval.zero_shot_from
@@ -269,6 +275,7 @@ def evaluate_all(cfg, data, n_train, teacher, distilled, sup, sup_head, multi, m
             rows.append(_ridge_rows(name, "held_out_sessions_new_embedding", s, _latents(m2, s, e2, cfg), cfg))
         # the teacher needs a read-in for the new units: fit it (masked modelling) on a little data
         t2 = copy.deepcopy(teacher)
+        torch.manual_seed(cfg.seed + 1000 + i)  # the new read-in's initial weights
         k = t2.add_session(s.spikes.shape[1], z)
         obj = TeacherObjective(t2, data, [i], tseq, 8, cfg.seed, f"teacher_new_{i}", max_bins=cfg.eval.new_embedding_bins)
         obj.session_map = {i: k}
@@ -283,7 +290,8 @@ def evaluate_all(cfg, data, n_train, teacher, distilled, sup, sup_head, multi, m
         t2.eval()
         lat_t = teacher_latents(t2, s.spikes, k, tseq)
         rows.append(_ridge_rows("teacher", "held_out_sessions_new_embedding", s, lat_t, cfg))
-    return rows
+        out += [{**r, "_i": i} for r in rows]
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -299,17 +307,119 @@ def git_revision() -> str | None:
         return None
 
 
+def _teacher_side(cfg, data, n_train, nb, ckpt, dd, tick=lambda name: None):
+    """Teacher -> distilled student -> supervised distilled student (each loaded when finished)."""
+    train = list(range(n_train))
+    teacher = _train_teacher(cfg, data, train, ckpt, dd)
+    targets = None
+    if not (ckpt.has("distill") and ckpt.has("distill_sup")):  # the frozen teacher's latents, to align to
+        tseq = cfg.seq_bins(cfg.teacher_train)
+        targets = {i: teacher_latents(teacher, data[i].spikes, i, tseq) for i in train}
+        targets = standardize_targets(targets, data, cfg.loss.standardize_targets)
+    tick("teacher")
+    distilled, _ = _train_student("distill", cfg, data, train, targets, ckpt, dd, None, cfg.distill, 0.0, nb)
+    tick("distill")
+    sup, sup_head = _train_student("distill_sup", cfg, data, train, targets, ckpt, dd, distilled, cfg.supervised, 1.0, nb)
+    tick("supervised")
+    return {"teacher": teacher, "distilled": distilled, "sup": sup, "sup_head": sup_head}
+
+
+def _baseline_side(cfg, data, n_train, nb, ckpt, dd, tick=lambda name: None):
+    """The LFP-only baselines (no teacher: independent of `_teacher_side`)."""
+    train = list(range(n_train))
+    f = data[0].features.shape[1]
+    unsup, _, _ = train_lfp_only("lfp_multi_unsup", cfg.student_cfg, data, train, f, nb, cfg.distill, cfg.seq_bins(cfg.distill),
+                                 cfg.seed + 5, 1.0, ckpt, dd, supervised=False, mask_ratio=cfg.loss.mask_ratio)  # fmt: skip
+    unsup.eval()
+    tick("lfp_multi_unsup")
+    multi, multi_head, multi_map = train_lfp_only("lfp_multi", cfg.student_cfg, data, train, f, nb, cfg.supervised,
+                                                  cfg.seq_bins(cfg.supervised), cfg.seed + 3, cfg.loss.recon, ckpt, dd,
+                                                  init=unsup)  # fmt: skip
+    multi.eval()
+    tick("lfp_multi")
+    singles = {}
+    if cfg.eval.single_session:
+        for i in range(len(data)):
+            st, hd, _ = train_lfp_only(f"lfp_single_{i}", cfg.student_cfg, data, [i], f, nb, cfg.single,
+                                       cfg.seq_bins(cfg.single), cfg.seed + 4, cfg.loss.recon, ckpt, dd)  # fmt: skip
+            singles[i] = (st.eval(), hd)
+        tick("lfp_single")
+    return {"multi": multi, "multi_head": multi_head, "multi_map": multi_map, "unsup": unsup, "singles": singles}
+
+
+def _stage_worker(part: str, cfg, data, n_train: int, nb: int, root: str, which: list[int] | None = None):
+    """A second process's share of a run (jobs > 1): "baselines" trains the LFP-only models
+    into the run's checkpoints and returns their timings; "evaluate" loads every finished model
+    from them and returns the evaluation rows of sessions `which`. Every stage seeds itself and
+    every batch is a function of (seed, stage, step), so the numbers match a one-process run."""
+    from .ddp import BARS
+
+    BARS["on"] = False
+    torch.set_num_threads(max(1, cfg.threads))
+    ckpt = Checkpoints(root, resume=True, every=cfg.checkpoint_every)
+    times, t0 = {}, [time.perf_counter()]
+
+    def tick(name):
+        times[name] = round(time.perf_counter() - t0[0], 2)
+        t0[0] = time.perf_counter()
+
+    if part == "baselines":
+        _baseline_side(cfg, data, n_train, nb, ckpt, Dist(), tick)
+        return times
+    models = {**_teacher_side(cfg, data, n_train, nb, ckpt, Dist()), **_baseline_side(cfg, data, n_train, nb, ckpt, Dist())}
+    return evaluate_all(cfg, data, n_train, models, which=which, bar=False)
+
+
+def _eval_shares(n: int, n_train: int, jobs: int) -> list[list[int]]:
+    """Sessions split into `jobs` shares of about equal evaluation cost (an unseen session costs
+    about 3 training sessions: new embeddings are fit for every model), largest first."""
+    cost = [1.0 if i < n_train else 3.0 for i in range(n)]
+    shares: list[list[int]] = [[] for _ in range(jobs)]
+    load = [0.0] * jobs
+    for i in sorted(range(n), key=lambda i: -cost[i]):
+        j = int(np.argmin(load))
+        shares[j].append(i)
+        load[j] += cost[i]
+    return [sorted(s) for s in shares]
+
+
+def _pool(jobs: int):
+    """jobs - 1 worker processes (spawned: a forked copy of a process that has run torch's
+    thread pools can hang), or None for jobs = 1."""
+    if jobs <= 1:
+        return None
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    return cf.ProcessPoolExecutor(jobs - 1, mp_context=mp.get_context("spawn"))
+
+
+def _stop(pool) -> None:
+    """Stop the workers mid-stage (after an error or Ctrl-C here, a process must not train
+    on): what they finished is in the checkpoints, for --resume."""
+    procs = list(getattr(pool, "_processes", {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+        p.join(5)
+
+
 def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Path, *, resume: bool = False,
                 sessions: list | None = None) -> Path:  # fmt: skip
     """Run everything; returns the bundle folder (<out_dir>/bundle). `sessions` overrides the
-    config's data source (a list of offline.data Session objects)."""
+    config's data source (a list of offline.data Session objects).
+
+    With `jobs` > 1 (one process, no torchrun) the LFP-only baselines train in a second process
+    while this one trains the teacher chain, and the evaluation is split by session; the
+    models and metrics are the same as with jobs = 1 (tests/offline/train)."""
     cfg = config if isinstance(config, DistillRunConfig) else load_config(config)
     torch.set_num_threads(max(1, cfg.threads))
     dd = init_distributed()
     out = Path(out_dir)
     ckpt = Checkpoints(out / "checkpoints", resume=resume, every=cfg.checkpoint_every, rank=dd.rank)
     times: dict[str, float] = {}
-    t0 = time.perf_counter()
+    t_start = t0 = time.perf_counter()
 
     def tick(name: str):
         nonlocal t0
@@ -318,44 +428,51 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
 
     sessions = sessions if sessions is not None else load_sessions(cfg)
     chain, data, n_train = prepare(sessions, cfg)
-    train = list(range(n_train))
     if cfg.export.session >= n_train or cfg.eval.zero_shot_from >= n_train:
         raise ConfigError(f"export.session ({cfg.export.session}) and eval.zero_shot_from ({cfg.eval.zero_shot_from}) "
                           f"must name a training session (0..{n_train - 1})")  # fmt: skip
     tick("features")
 
-    teacher = _train_teacher(cfg, data, train, ckpt, dd)
-    tseq = cfg.seq_bins(cfg.teacher_train)
-    targets = {i: teacher_latents(teacher, data[i].spikes, i, tseq) for i in train}
-    targets = standardize_targets(targets, data, cfg.loss.standardize_targets)
-    tick("teacher")
     nb = chain.n_branches
-    distilled, _ = _train_student("distill", cfg, data, train, targets, ckpt, dd, None, cfg.distill, 0.0, nb)
-    tick("distill")
-    sup, sup_head = _train_student("distill_sup", cfg, data, train, targets, ckpt, dd, distilled, cfg.supervised, 1.0, nb)
-    tick("supervised")
-    seq = cfg.seq_bins(cfg.baseline)
-    f = data[0].features.shape[1]
-    multi, multi_head, multi_map = train_lfp_only("lfp_multi", cfg.student_cfg, data, train, f, nb, cfg.baseline, seq,
-                                                  cfg.seed + 3, cfg.loss.recon, ckpt, dd)  # fmt: skip
-    tick("lfp_multi")
-    unsup = None
-    if cfg.eval.unsupervised_baseline:
-        unsup, _, _ = train_lfp_only("lfp_multi_unsup", cfg.student_cfg, data, train, f, nb, cfg.distill, cfg.seq_bins(cfg.distill),
-                                     cfg.seed + 5, 1.0, ckpt, dd, supervised=False, mask_ratio=cfg.loss.mask_ratio)  # fmt: skip
-        unsup.eval()
-        tick("lfp_multi_unsup")
-    singles = {}
-    if cfg.eval.single_session:
-        for i in range(len(data)):
-            st, hd, _ = train_lfp_only(f"lfp_single_{i}", cfg.student_cfg, data, [i], f, nb, cfg.single,
-                                       cfg.seq_bins(cfg.single), cfg.seed + 4, cfg.loss.recon, ckpt, dd)  # fmt: skip
-            singles[i] = (st.eval(), hd)
-        tick("lfp_single")
+    jobs = cfg.jobs if dd.world == 1 else 1  # under torchrun, DDP already uses every process
+    pool = _pool(jobs)
+    try:
+        if pool is not None:
+            side = pool.submit(_stage_worker, "baselines", cfg, data, n_train, nb, str(ckpt.root))
+            models = _teacher_side(cfg, data, n_train, nb, ckpt, dd, tick)
+            times.update({f"{k} (2nd process)": v for k, v in side.result().items()})
+            loader = Checkpoints(ckpt.root, resume=True, every=cfg.checkpoint_every)  # the baselines it wrote
+            models.update(_baseline_side(cfg, data, n_train, nb, loader, dd))
+            tick("baselines (waiting for the 2nd process)")
+        else:
+            models = {**_teacher_side(cfg, data, n_train, nb, ckpt, dd, tick), **_baseline_side(cfg, data, n_train, nb, ckpt, dd, tick)}
+        rows = None
+        if dd.main:
+            if pool is not None:
+                mine, *theirs = _eval_shares(len(data), n_train, jobs)
+                futs = [pool.submit(_stage_worker, "evaluate", cfg, data, n_train, nb, str(ckpt.root), w) for w in theirs]
+                rows = evaluate_all(cfg, data, n_train, models, which=mine) + [r for f in futs for r in f.result()]
+            else:
+                rows = evaluate_all(cfg, data, n_train, models)
+            rows.sort(key=lambda r: r.pop("_i"))  # session order (stable: each session's rows keep theirs)
+    except BaseException as e:
+        if pool is not None:
+            _stop(pool)
+            from concurrent.futures.process import BrokenProcessPool
+
+            if isinstance(e, BrokenProcessPool):
+                raise RuntimeError(
+                    f"a worker process of this run (jobs = {jobs}) died before it finished. If run_distill is "
+                    "called from a script, put the call under `if __name__ == \"__main__\":` (the spawned worker "
+                    "imports that script; its error is printed above), or set jobs = 1. Finished stages are kept "
+                    "in the checkpoints: `--resume` (resume=True) continues from them") from e  # fmt: skip
+        raise
+    if pool is not None:
+        pool.shutdown(wait=True)
+    sup, sup_head, distilled = models["sup"], models["sup_head"], models["distilled"]
 
     bundle_path = out / "bundle"
     if dd.main:
-        rows = evaluate_all(cfg, data, n_train, teacher, distilled, sup, sup_head, multi, multi_head, multi_map, singles, ckpt, unsup)
         names = list(sessions[0].behavior_names)
         kin = [k for k, nm in enumerate(names) if nm in ("vx", "vy", "grip")]
         summary = summarize(rows, COMPARISONS, subsets={"velocity and grip (" + ", ".join(names[k] for k in kin) + ")": kin} if kin else None,
@@ -390,6 +507,7 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
                                extra_files={"report/metrics.md": report["markdown"], "report/metrics.json": report["json"],
                                             "report/r2.png": report["figure"]})  # fmt: skip
         tick("export")
+        times["total"] = round(time.perf_counter() - t_start, 2)
         (out / "timings.json").write_text(json.dumps(times, indent=1))
         del bundle
     if dd.world > 1:

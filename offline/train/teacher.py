@@ -34,18 +34,20 @@ class TeacherObjective(nn.Module):
 @torch.no_grad()
 def teacher_latents(teacher: SpikeTeacher, spikes: np.ndarray, session: int, seq_bins: int) -> np.ndarray:
     """Per-bin latents (n_bins, D) of a whole session, from windows of `seq_bins` (the context
-    the teacher was trained with) that overlap by half: every bin past the first window is read
-    from a window in which it has at least seq_bins // 2 bins of past context. (Consecutive,
-    non-overlapping windows leave the first bins of every window with almost no context: with
-    a causal teacher their latents decode behaviour far worse, a periodic artefact the student
-    cannot know about.)"""
+    the teacher was trained with) that overlap by half. A causal teacher's bin is read from a
+    window in which it has at least seq_bins // 2 bins of past context; a bidirectional
+    teacher's from one in which it sits in the middle half (at least seq_bins // 4 bins on
+    either side, but at the session's ends). (Consecutive, non-overlapping windows leave the
+    bins at a window's edge with almost no context: their latents decode behaviour far worse,
+    a periodic artefact the student cannot know about.)"""
     teacher.eval()
     n = len(spikes)
     out = np.empty((n, teacher.cfg.dim), np.float32)
     seq = min(seq_bins, n)
     h = max(1, seq // 2)
     b = np.arange(n)
-    start = np.where(b < seq, 0, np.minimum((b - h) // h * h, n - seq))  # window of every bin
+    lead = h if teacher.cfg.causal else h // 2  # where in its window a bin is read from: [lead, lead + h)
+    start = np.clip((b - lead) // h * h, 0, n - seq)  # window of every bin
     starts = np.unique(start)
     for i in range(0, len(starts), 64):
         st = starts[i : i + 64]

@@ -24,7 +24,7 @@ def tiny_cfg(design="window", **over):
         "chain": {"line_freq": 0, "lowpass_hz": 40.0},
         "teacher": {"dim": 16, "n_layers": 1, "n_heads": 2, "n_patches": 2},
         "student": {"dim": 16, "n_layers": 1, "n_heads": 2, "patch_channels": 4},
-        "teacher_train": STAGE, "distill": STAGE, "supervised": STAGE, "baseline": STAGE, "single": STAGE,
+        "teacher_train": STAGE, "distill": STAGE, "supervised": STAGE, "single": STAGE,
         "eval": {"new_embedding_bins": 200, "new_embedding_steps": 3, "fit_stride": 3},
     }  # fmt: skip
     cfg.update(over)
@@ -134,6 +134,29 @@ def test_same_seed_same_metrics_and_resume_after_kill(tmp_path, monkeypatch):
     assert a == b
 
 
+def test_two_processes_give_the_same_models_and_metrics(tmp_path):
+    """jobs = 2: the baselines train in a spawned process while this one trains the teacher
+    chain, and the evaluation is split by session; every number equals the one-process run."""
+    from offline.train.pipeline import _eval_shares, run_distill
+
+    sessions = tiny_sessions(n_bins=700)
+    cfg = tiny_cfg("streaming", eval={"new_embedding_bins": 200, "new_embedding_steps": 2, "fit_stride": 3})
+    run_distill(cfg, tmp_path / "one", sessions=sessions)
+    run_distill({**cfg, "jobs": 2}, tmp_path / "two", sessions=sessions)
+    assert metrics(tmp_path / "one")["rows"] == metrics(tmp_path / "two")["rows"]
+    for name in ("distill_sup", "lfp_multi", "lfp_single_2"):
+        a = torch.load(tmp_path / "one" / "checkpoints" / f"{name}.pt", weights_only=False)["model"]
+        b = torch.load(tmp_path / "two" / "checkpoints" / f"{name}.pt", weights_only=False)["model"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    times = json.loads((tmp_path / "two" / "timings.json").read_text())
+    assert "lfp_multi (2nd process)" in times and "lfp_multi" not in times
+    # the evaluation shares: every session once, unseen sessions (3x the cost) spread out
+    shares = _eval_shares(8, 5, 2)
+    assert sorted(sum(shares, [])) == list(range(8))
+    assert sorted(len([i for i in sh if i >= 5]) for sh in shares) == [1, 2]
+    assert [3 * len([i for i in sh if i >= 5]) + len([i for i in sh if i < 5]) for sh in shares] == [7, 7]  # equal cost
+
+
 def test_bad_config_key_is_rejected(tmp_path, capsys):
     from offline.train.config import load_config
     from offline.train.pipeline import main_distill
@@ -147,6 +170,13 @@ def test_bad_config_key_is_rejected(tmp_path, capsys):
     assert "n_layer" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="design must be"):
         load_config({"design": "recurrent"})
+    # a key an earlier version took: refused with what replaced it; a finished run's stored config loads
+    old = {"seed": 1, "baseline": {"steps": 10}, "eval": {"unsupervised_baseline": True, "fit_stride": 3}}
+    with pytest.raises(ConfigError, match=r"\[baseline\] is no longer a setting: .*\[supervised\] steps of fine-tuning"):
+        load_config(old)
+    assert load_config(old, legacy=True).eval.fit_stride == 3
+    with pytest.raises(ConfigError, match="jobs must be >= 1"):
+        load_config({"jobs": 0})
 
 
 def test_shapes_that_do_not_fit_the_data_are_refused(tmp_path):

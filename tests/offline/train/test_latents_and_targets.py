@@ -67,6 +67,23 @@ def test_teacher_latents_have_at_least_half_a_window_of_context():
             np.testing.assert_allclose(lat[b], ref, rtol=1e-4, atol=1e-5)
 
 
+def test_bidirectional_teacher_latents_are_read_from_the_middle_of_a_window():
+    torch.manual_seed(0)
+    t = SpikeTeacher(TeacherConfig(dim=16, n_layers=2, n_heads=2, n_patches=2, causal=False), [7]).eval()
+    spikes = np.random.default_rng(1).poisson(1.0, (103, 7)).astype(np.float32)
+    seq, q = 16, 4
+    lat = teacher_latents(t, spikes, 0, seq)
+    with torch.no_grad():
+        for b in range(103):
+            # some window holding at least seq // 4 bins on either side of b (but at the ends) is it
+            ok = False
+            for start in range(max(0, b - seq + 1), min(b, 103 - seq) + 1):
+                if (b - start >= q or start == 0) and (start + seq - 1 - b >= q or start == 103 - seq):
+                    ref = t(torch.from_numpy(spikes[start : start + seq])[None], 0)["latent"][0, b - start].numpy()
+                    ok = ok or np.allclose(lat[b], ref, rtol=1e-4, atol=1e-5)
+            assert ok, b
+
+
 def test_per_session_standardisation_removes_session_offsets():
     rng = np.random.default_rng(0)
     n, d = 400, 8
