@@ -6,10 +6,11 @@ students, each decoded as the run decodes (velocity and grip R², mean over sess
 
 Variants (steps: D = the run's [distill] steps, S = its [supervised] steps, same lr/batch):
   distill_ft         the run's distilled student fine-tuned S steps (behaviour + alignment +
-                     autoencoding): the pipeline's distilled_sup, recomputed (a check)
+                     autoencoding): the pipeline's distilled_sup re-run with another batch order
+                     (its stage name seeds the batches): a measure of run-to-run noise
   distill_ft_noalign the same without the alignment term while fine-tuning
   masked_ft          the run's masked-autoencoding LFP-only student fine-tuned S steps: the
-                     pipeline's lfp_multi, recomputed (a check)
+                     pipeline's lfp_multi re-run with other seeds (head initialisation, batches)
   scratch            an LFP-only student trained on behaviour from scratch for D + S steps
   joint              distillation and behaviour together from scratch for D + S steps
   masked_distill_ft  distillation with masked autoencoding (weight 1) for D steps, then S

@@ -7,8 +7,10 @@ teacher taken out, so that the teacher is the only difference:
   steps, decoded by ridge on its frozen latents: the counterpart of the unsupervised
   distilled student (the paper's unsupervised comparison);
 - multi-session, supervised: that student fine-tuned on behaviour (+ autoencoding) for the
-  `supervised` stage's steps, as the distilled student is (docs/distill.md: pre-trained this
-  way it beats the same student trained on behaviour from scratch for as many steps);
+  `supervised` stage's settings, as the distilled student is (docs/distill.md: pre-trained this
+  way it beats the same student trained on behaviour from scratch for as many steps). The
+  schedule is the same; the pre-training objective differs (masked autoencoding instead of
+  alignment to the teacher + light autoencoding), and so do the seeds;
 - single-session: one supervised student per session, trained on that session alone (for an
   unseen session: on its own training time, which is what a lab without distillation would do).
 """
@@ -45,6 +47,7 @@ def train_lfp_only(
     supervised: bool = True,
     mask_ratio: float = 0.0,
     init: LFPStudent | None = None,
+    behavior: float = 1.0,
 ) -> tuple[LFPStudent, BehaviorHead | None, dict[int, int]]:
     """Returns the student (a copy of `init`, fine-tuned, when given), its head (None when
     unsupervised) and the map data session -> embedding index."""
@@ -57,7 +60,7 @@ def train_lfp_only(
     head = BehaviorHead(scfg.dim, sessions[which[0]].behavior.shape[1]) if supervised else None
     smap = {s: i for i, s in enumerate(which)}
     obj = StudentObjective(student, sessions, which, seq_bins, stage.batch_size, seed, name, recon=recon,
-                           behavior=1.0 if supervised else 0.0, head=head, session_map=smap, mask_ratio=mask_ratio)  # fmt: skip
+                           behavior=behavior if supervised else 0.0, head=head, session_map=smap, mask_ratio=mask_ratio)  # fmt: skip
     done = ckpt.done(name) if ckpt else None
     if done is not None:
         obj.load_state_dict(done["model"])

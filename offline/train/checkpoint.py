@@ -26,10 +26,12 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 class Checkpoints:
     """Stage results and partial training states under `root` (None: keep nothing)."""
 
-    def __init__(self, root: str | Path | None, resume: bool = True, every: int = 100, rank: int = 0):
+    def __init__(self, root: str | Path | None, resume: bool = True, every: int = 100, rank: int = 0, clear: bool = True):
+        """`resume` False: finished and partial stages are ignored and, with `clear` (the
+        run's own start), deleted; a second process of the same run passes clear=False."""
         self.root = Path(root) if root is not None else None
         self.resume, self.every, self.rank = resume, max(1, int(every)), rank
-        if self.root is not None and not resume and rank == 0:
+        if self.root is not None and not resume and clear and rank == 0:
             for p in self.root.glob("*.pt"):
                 p.unlink()
 

@@ -6,6 +6,8 @@
     baselines -> evaluation (held-out time, held-out sessions) -> ONNX -> bundle
 
     run_distill("configs/distill_tiny.toml", "runs/tiny")          # -> runs/tiny/bundle
+    # (jobs > 1 spawns workers that import the calling script: call it under
+    #  `if __name__ == "__main__":` there, as multiprocessing requires)
     torchrun --nproc_per_node 2 -m offline.train.pipeline --config ... --out ...
 
 Every stage checkpoints atomically under <out>/checkpoints; `resume=True` skips finished
@@ -334,20 +336,22 @@ def _baseline_side(cfg, data, n_train, nb, ckpt, dd, tick=lambda name: None):
     tick("lfp_multi_unsup")
     multi, multi_head, multi_map = train_lfp_only("lfp_multi", cfg.student_cfg, data, train, f, nb, cfg.supervised,
                                                   cfg.seq_bins(cfg.supervised), cfg.seed + 3, cfg.loss.recon, ckpt, dd,
-                                                  init=unsup)  # fmt: skip
+                                                  init=unsup, behavior=cfg.loss.behavior)  # fmt: skip
     multi.eval()
     tick("lfp_multi")
     singles = {}
     if cfg.eval.single_session:
         for i in range(len(data)):
             st, hd, _ = train_lfp_only(f"lfp_single_{i}", cfg.student_cfg, data, [i], f, nb, cfg.single,
-                                       cfg.seq_bins(cfg.single), cfg.seed + 4, cfg.loss.recon, ckpt, dd)  # fmt: skip
+                                       cfg.seq_bins(cfg.single), cfg.seed + 4, cfg.loss.recon, ckpt, dd,
+                                       behavior=cfg.loss.behavior)  # fmt: skip
             singles[i] = (st.eval(), hd)
         tick("lfp_single")
     return {"multi": multi, "multi_head": multi_head, "multi_map": multi_map, "unsup": unsup, "singles": singles}
 
 
-def _stage_worker(part: str, cfg, data, n_train: int, nb: int, root: str, which: list[int] | None = None):
+def _stage_worker(part: str, cfg, data, n_train: int, nb: int, root: str, which: list[int] | None = None,
+                  resume: bool = True):  # fmt: skip
     """A second process's share of a run (jobs > 1): "baselines" trains the LFP-only models
     into the run's checkpoints and returns their timings; "evaluate" loads every finished model
     from them and returns the evaluation rows of sessions `which`. Every stage seeds itself and
@@ -356,7 +360,7 @@ def _stage_worker(part: str, cfg, data, n_train: int, nb: int, root: str, which:
 
     BARS["on"] = False
     torch.set_num_threads(max(1, cfg.threads))
-    ckpt = Checkpoints(root, resume=True, every=cfg.checkpoint_every)
+    ckpt = Checkpoints(root, resume=resume or part == "evaluate", every=cfg.checkpoint_every, clear=False)
     times, t0 = {}, [time.perf_counter()]
 
     def tick(name):
@@ -366,8 +370,16 @@ def _stage_worker(part: str, cfg, data, n_train: int, nb: int, root: str, which:
     if part == "baselines":
         _baseline_side(cfg, data, n_train, nb, ckpt, Dist(), tick)
         return times
+    missing = [st for st in _stage_names(cfg, len(data)) if not ckpt.has(st)]
+    if missing:  # evaluate only what the run trained: never retrain here
+        raise RuntimeError(f"{root}: stages {missing} are not finished; the evaluation worker only loads")
     models = {**_teacher_side(cfg, data, n_train, nb, ckpt, Dist()), **_baseline_side(cfg, data, n_train, nb, ckpt, Dist())}
     return evaluate_all(cfg, data, n_train, models, which=which, bar=False)
+
+
+def _stage_names(cfg, n_sessions: int) -> list[str]:
+    singles = [f"lfp_single_{i}" for i in range(n_sessions)] if cfg.eval.single_session else []
+    return ["teacher", "distill", "distill_sup", "lfp_multi_unsup", "lfp_multi", *singles]
 
 
 def _eval_shares(n: int, n_train: int, jobs: int) -> list[list[int]]:
@@ -391,18 +403,26 @@ def _pool(jobs: int):
     import concurrent.futures as cf
     import multiprocessing as mp
 
-    return cf.ProcessPoolExecutor(jobs - 1, mp_context=mp.get_context("spawn"))
+    pool = cf.ProcessPoolExecutor(jobs - 1, mp_context=mp.get_context("spawn"))
+    pool.rtdecode_children_before = set(mp.active_children())  # for _stop: what the pool adds
+    return pool
 
 
 def _stop(pool) -> None:
     """Stop the workers mid-stage (after an error or Ctrl-C here, a process must not train
     on): what they finished is in the checkpoints, for --resume."""
-    procs = list(getattr(pool, "_processes", {}).values())
+    import multiprocessing as mp
+
+    procs = set((getattr(pool, "_processes", None) or {}).values())  # the executor's own record, and
+    procs |= set(mp.active_children()) - getattr(pool, "rtdecode_children_before", set())  # any it lost
     pool.shutdown(wait=False, cancel_futures=True)
     for p in procs:
         if p.is_alive():
             p.terminate()
         p.join(5)
+        if p.is_alive():
+            p.kill()
+            p.join(5)
 
 
 def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Path, *, resume: bool = False,
@@ -438,8 +458,14 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
     pool = _pool(jobs)
     try:
         if pool is not None:
-            side = pool.submit(_stage_worker, "baselines", cfg, data, n_train, nb, str(ckpt.root))
-            models = _teacher_side(cfg, data, n_train, nb, ckpt, dd, tick)
+            side = pool.submit(_stage_worker, "baselines", cfg, data, n_train, nb, str(ckpt.root), None, resume)
+
+            def tick_and_check(name: str):  # a worker that failed stops the run now, not at the end
+                tick(name)
+                if side.done() and side.exception() is not None:
+                    side.result()
+
+            models = _teacher_side(cfg, data, n_train, nb, ckpt, dd, tick_and_check)
             times.update({f"{k} (2nd process)": v for k, v in side.result().items()})
             loader = Checkpoints(ckpt.root, resume=True, every=cfg.checkpoint_every)  # the baselines it wrote
             models.update(_baseline_side(cfg, data, n_train, nb, loader, dd))

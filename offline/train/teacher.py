@@ -46,8 +46,10 @@ def teacher_latents(teacher: SpikeTeacher, spikes: np.ndarray, session: int, seq
     seq = min(seq_bins, n)
     h = max(1, seq // 2)
     b = np.arange(n)
-    lead = h if teacher.cfg.causal else h // 2  # where in its window a bin is read from: [lead, lead + h)
-    start = np.clip((b - lead) // h * h, 0, n - seq)  # window of every bin
+    if teacher.cfg.causal:  # a bin is read from position [h, 2h) of its window (or the first window)
+        start = np.where(b < seq, 0, np.minimum((b - h) // h * h, n - seq))
+    else:  # ... from position [h // 2, h // 2 + h)
+        start = np.clip((b - h // 2) // h * h, 0, n - seq)
     starts = np.unique(start)
     for i in range(0, len(starts), 64):
         st = starts[i : i + 64]

@@ -157,6 +157,21 @@ def test_two_processes_give_the_same_models_and_metrics(tmp_path):
     assert [3 * len([i for i in sh if i >= 5]) + len([i for i in sh if i < 5]) for sh in shares] == [7, 7]  # equal cost
 
 
+def test_an_error_in_the_worker_process_is_raised_here(tmp_path):
+    """jobs = 2: the baselines' process fails (single-session windows longer than a session's
+    training time): its error, not a hang or a silent result, comes out of run_distill, and
+    no worker is left running."""
+    import multiprocessing as mp
+
+    from offline.train.pipeline import run_distill
+
+    before = set(mp.active_children())  # other tests' children, if any
+    cfg = tiny_cfg("window", jobs=2, single={**STAGE, "seq_bins": 650})
+    with pytest.raises(ValueError, match="no session has 650 bins of train time"):
+        run_distill(cfg, tmp_path / "r", sessions=tiny_sessions(n_bins=700))
+    assert set(mp.active_children()) - before == set()
+
+
 def test_bad_config_key_is_rejected(tmp_path, capsys):
     from offline.train.config import load_config
     from offline.train.pipeline import main_distill
