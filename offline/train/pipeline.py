@@ -361,20 +361,28 @@ def _stage_worker(part: str, cfg, data, n_train: int, nb: int, root: str, which:
     BARS["on"] = False
     torch.set_num_threads(max(1, cfg.threads))
     ckpt = Checkpoints(root, resume=resume or part == "evaluate", every=cfg.checkpoint_every, clear=False)
-    times, t0 = {}, [time.perf_counter()]
-
-    def tick(name):
-        times[name] = round(time.perf_counter() - t0[0], 2)
-        t0[0] = time.perf_counter()
-
     if part == "baselines":
+        tick = _Ticks()
         _baseline_side(cfg, data, n_train, nb, ckpt, Dist(), tick)
-        return times
+        return tick.times
     missing = [st for st in _stage_names(cfg, len(data)) if not ckpt.has(st)]
     if missing:  # evaluate only what the run trained: never retrain here
         raise RuntimeError(f"{root}: stages {missing} are not finished; the evaluation worker only loads")
     models = {**_teacher_side(cfg, data, n_train, nb, ckpt, Dist()), **_baseline_side(cfg, data, n_train, nb, ckpt, Dist())}
     return evaluate_all(cfg, data, n_train, models, which=which, bar=False)
+
+
+class _Ticks:
+    """Stage timings: tick(name) records the seconds since the previous tick."""
+
+    def __init__(self):
+        self.times: dict[str, float] = {}
+        self.start = self.last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.times[name] = round(now - self.last, 2)
+        self.last = now
 
 
 def _stage_names(cfg, n_sessions: int) -> list[str]:
@@ -438,13 +446,8 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
     dd = init_distributed()
     out = Path(out_dir)
     ckpt = Checkpoints(out / "checkpoints", resume=resume, every=cfg.checkpoint_every, rank=dd.rank)
-    times: dict[str, float] = {}
-    t_start = t0 = time.perf_counter()
-
-    def tick(name: str):
-        nonlocal t0
-        times[name] = round(time.perf_counter() - t0, 2)
-        t0 = time.perf_counter()
+    tick = _Ticks()
+    times = tick.times
 
     sessions = sessions if sessions is not None else load_sessions(cfg)
     chain, data, n_train = prepare(sessions, cfg)
@@ -533,7 +536,7 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
                                extra_files={"report/metrics.md": report["markdown"], "report/metrics.json": report["json"],
                                             "report/r2.png": report["figure"]})  # fmt: skip
         tick("export")
-        times["total"] = round(time.perf_counter() - t_start, 2)
+        times["total"] = round(time.perf_counter() - tick.start, 2)
         (out / "timings.json").write_text(json.dumps(times, indent=1))
         del bundle
     if dd.world > 1:
