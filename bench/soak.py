@@ -2,6 +2,7 @@
 
     python bench/soak.py --minutes 30 --fault-every 3 --out runs/soak      # the full run
     python bench/soak.py --minutes 0.25 --fault-every 2 --out /tmp/soak    # the CI-sized one
+    python bench/soak.py --minutes 30 --fault-every 3 --stamping arrival   # stamped at push time, 0-3 ms jitter
 
 Three processes, as in a lab: the faulty outlet (restarted when it "dies"), `rtdecode run`
 (the real CLI), and this subscriber. At the end the runtime gets SIGTERM. Reported (JSON +
@@ -12,7 +13,13 @@ one line per figure):
 - cadence: consecutive bins must be one bin width apart in LSL time unless the later one is
   flagged GAP, RECONNECTED, CLOCK_RESET or STALE (a reported fault); anything else is an
   unexplained break;
-- memory: the runtime's RSS after warm-up and at the end (/proc/<pid>/status).
+- memory: the runtime's RSS after warm-up and at the end (/proc/<pid>/status);
+- samples: the outlet prints how many samples each `gap` really dropped; the runtime's
+  filled samples beyond those are *invented* (must be 0), dropped samples it did not fill
+  are *unfilled*; gaps injected against gaps the runtime found.
+
+``--stamping arrival`` makes the outlet stamp each chunk with the clock at push time plus
+0-3 ms of jitter, as acquisition software does, instead of the sample schedule.
 """
 
 from __future__ import annotations
@@ -65,15 +72,18 @@ def _bundle(path: Path, n_channels: int):
     return fit_linear_bundle(lfp, 1000.0, beh, ["vel_x", "vel_y"], path, window_bins=10, line_freq=None)
 
 
-def _outlet(name: str, channels: int, duration: float, fault_every: float, seed: int, env: dict):
+def _outlet(name: str, channels: int, duration: float, fault_every: float, seed: int, env: dict,
+            stamping: str = "schedule"):  # fmt: skip
     cmd = [sys.executable, str(ROOT / "tools" / "fault_outlet.py"), "--name", name, "--channels", str(channels),
-           "--duration", str(duration), "--fault-every", str(fault_every), "--seed", str(seed)]  # fmt: skip
+           "--duration", str(duration), "--fault-every", str(fault_every), "--seed", str(seed),
+           "--stamping", stamping]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     os.set_blocking(proc.stdout.fileno(), False)
     return proc
 
 
-def soak(minutes: float, fault_every: float, out: Path, channels: int = 96, seed: int = 0, bundle: str | None = None) -> dict:
+def soak(minutes: float, fault_every: float, out: Path, channels: int = 96, seed: int = 0, bundle: str | None = None,
+         stamping: str = "schedule") -> dict:  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if "LSLAPICFG" not in env:  # keep discovery on this machine's link
@@ -90,13 +100,22 @@ def soak(minutes: float, fault_every: float, out: Path, channels: int = 96, seed
                            "--address", address, "--backend", "onnxruntime", "--quiet", "--stall-policy", "all",
                            "--summary", str(out / "runtime_summary.json")], env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
     faults: list[str] = []
+    drops: list[tuple[float, int]] = []  # (local_clock of the fault, samples really dropped)
     restarts = 0
+
+    def fault(line: str) -> None:
+        parts = line.split()
+        faults.append(parts[2])
+        for p in parts[3:]:
+            if p.startswith("dropped="):
+                drops.append((float(parts[1]), int(p.split("=", 1)[1])))
+
     seqs: list[int] = []
     t_lsl: list[float] = []
     flags: list[int] = []
     rss: list[tuple[float, float]] = []
     t_start = time.monotonic()
-    outlet = _outlet(name, channels, duration + 5, fault_every, seed, env)
+    outlet = _outlet(name, channels, duration + 5, fault_every, seed, env, stamping)
     crashed = None
     try:
         next_rss = 0.0
@@ -108,15 +127,15 @@ def soak(minutes: float, fault_every: float, out: Path, channels: int = 96, seed
                 flags.append(m[1]["flags"])
             for line in iter(outlet.stdout.readline, ""):
                 if line.startswith("FAULT"):
-                    faults.append(line.split()[2])
+                    fault(line)
             if outlet.poll() is not None:  # it died (on purpose): bring it back as a new source
                 for line in outlet.stdout.read().splitlines():
                     if line.startswith("FAULT"):
-                        faults.append(line.split()[2])
+                        fault(line)
                 outlet.stdout.close()
                 restarts += 1
                 time.sleep(0.5)
-                outlet = _outlet(name, channels, duration - el + 5, fault_every, seed + restarts, env)
+                outlet = _outlet(name, channels, duration - el + 5, fault_every, seed + restarts, env, stamping)
             if rt.poll() is not None:
                 crashed = f"runtime exited with {rt.returncode}: {rt.stderr.read()[-2000:]}"
                 break
@@ -124,6 +143,9 @@ def soak(minutes: float, fault_every: float, out: Path, channels: int = 96, seed
                 rss.append((el, _rss_mb(rt.pid)))
                 next_rss = el + max(1.0, duration / 100)
     finally:
+        from pylsl import local_clock
+
+        t_stop = local_clock()
         if rt.poll() is None:
             rt.send_signal(signal.SIGTERM)
         try:
@@ -149,6 +171,13 @@ def soak(minutes: float, fault_every: float, out: Path, channels: int = 96, seed
     breaks = (np.abs(dt - bin_s) > 2e-4) & ((f & EXPLAINED) == 0)
     summary = json.loads((out / "runtime_summary.json").read_text()) if (out / "runtime_summary.json").exists() else {}
     warm = [r for t, r in rss if t >= min(10.0, duration / 5)]
+    # gaps the runtime had time to see: over, and settled, before it was stopped
+    t_first = t_lsl[0] + 0.5 if t_lsl else float("inf")  # and after the runtime was decoding
+    # (a gap that ended within ~0.5 s of the stop may or may not have been filled: either is right)
+    seen = [d for t, d in drops if t_first < t and t + d / 1000.0 + 0.5 < t_stop]
+    maybe = [d for t, d in drops if t_first < t and t + d / 1000.0 + 0.5 >= t_stop and t + d / 1000.0 < t_stop]
+    dropped = int(sum(seen))
+    filled = int(summary.get("filled_samples", 0) or 0)
     result = {
         "minutes": minutes,
         "channels": channels,
@@ -162,6 +191,16 @@ def soak(minutes: float, fault_every: float, out: Path, channels: int = 96, seed
         "seq_duplicated_or_backwards": int((dseq < 1).sum()) if len(s) > 1 else 0,
         "cadence_breaks_unexplained": int(breaks.sum()),
         "cadence_breaks_flagged": int(((np.abs(dt - bin_s) > 2e-4) & ((f & EXPLAINED) != 0)).sum()),
+        "stamping": stamping,
+        "gaps_injected": len(seen),
+        "gaps_found": summary.get("gaps"),
+        "samples_dropped_by_outlet": dropped,
+        "samples_filled": filled,
+        "samples_dropped_near_the_stop": int(sum(maybe)),
+        "invented_samples": max(0, filled - dropped - int(sum(maybe))),  # filled beyond what was really lost: must be 0
+        "unfilled_samples": max(0, dropped - filled),
+        "bins_lost": int((dseq[dseq > 1] - 1).sum()) if len(s) > 1 else 0,
+        "bins_duplicated": int((dseq < 1).sum()) if len(s) > 1 else 0,
         "rss_mb_after_warmup": warm[0] if warm else None,
         "rss_mb_end": rss[-1][1] if rss else None,
         "runtime_summary": summary,
@@ -178,13 +217,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bundle", default=None, help="bundle to run (default: a ridge bundle on synthetic data)")
     ap.add_argument("--out", default="runs/soak")
+    ap.add_argument("--stamping", choices=["schedule", "arrival"], default="schedule",
+                    help="outlet stamps: the sample schedule, or the clock at push time with 0-3 ms jitter")
     a = ap.parse_args(argv)
-    r = soak(a.minutes, a.fault_every, Path(a.out), a.channels, a.seed, a.bundle)
+    r = soak(a.minutes, a.fault_every, Path(a.out), a.channels, a.seed, a.bundle, a.stamping)
     for k, v in r.items():
         if k != "runtime_summary":
             print(f"{k}: {v}")
     ok = r["crashed"] is None and r["runtime_exit_code"] == 0 and r["seq_lost"] == 0 and r["seq_duplicated_or_backwards"] == 0 \
-        and r["cadence_breaks_unexplained"] == 0
+        and r["cadence_breaks_unexplained"] == 0 and r["invented_samples"] == 0 and r["unfilled_samples"] == 0
     print("SOAK OK" if ok else "SOAK FAILED")
     return 0 if ok else 1
 

@@ -6,9 +6,15 @@ what the runtime and TensorRT want; the dynamo exporter also works on these mode
 but writes external data and adds nothing here.
 
 Window design: features (1, W, F) -> behavior (1, n_out), the newest bin decoded.
-Streaming design: features (1, 1, F) + k_cache, v_cache (L, 1, W-1, P, D) + n_seen (1,)
--> behavior (1, n_out) + k_cache_out, v_cache_out, n_seen_out (the runtime ping-pongs
-the states by name, `rtdecode.bundle.StateSpec`).
+Streaming design, state layout "ring_v1" (the default): features (1, 1, F) + per-layer
+rings k_ring_i (1, H, hd, W, P; keys stored transposed), v_ring_i (1, H, W, P, hd) +
+n_seen (1,) + phase (hd/2,) -> behavior (1, n_out) + the rings with one slot written
+(k_ring_i_out, ...) + n_seen_out + phase_out. Keys are rotated once, when written; nothing
+in the graph moves, transposes or re-rotates the cache (`Encoder.step_ring`), and the rings
+are marked `inplace` so the backend binds each ring's input and output to one buffer.
+Layout "shift_v0" (bundles before the ring, still exported with `layout="shift_v0"` for
+comparisons): k_cache, v_cache (L, 1, W-1, P, D) + n_seen -> ... shifted every step. The
+runtime feeds the states back by name either way (`rtdecode.bundle.StateSpec`).
 """
 
 from __future__ import annotations
@@ -23,10 +29,17 @@ import torch
 from rtdecode.bundle import Bundle, ModelSpec, StateSpec, write_bundle
 from rtdecode.dsp import ChainSpec
 
-from .models.heads import BehaviorHead, StreamingDecoder, WindowDecoder
+from .models.heads import BehaviorHead, RingStreamingDecoder, StreamingDecoder, WindowDecoder
 from .models.student import LFPStudent
 
-STATE_NAMES = (("k_cache", "k_cache_out"), ("v_cache", "v_cache_out"), ("n_seen", "n_seen_out"))
+STATE_NAMES = (("k_cache", "k_cache_out"), ("v_cache", "v_cache_out"), ("n_seen", "n_seen_out"))  # shift_v0
+LAYOUTS = ("ring_v1", "shift_v0")
+
+
+def ring_state_names(n_layers: int) -> list[tuple[str, str]]:
+    """(input, output) state names of a ring_v1 graph: k rings, v rings, the counter, the phase."""
+    rings = [f"{kv}_ring_{i}" for kv in "kv" for i in range(n_layers)]
+    return [(r, f"{r}_out") for r in rings] + [("n_seen", "n_seen_out"), ("phase", "phase_out")]
 
 
 class ExportError(RuntimeError):
@@ -109,23 +122,35 @@ def simplify_onnx(onnx_path: str | Path) -> dict:
     return {"simplified": True, "nodes_before": n0, "nodes_after": n1}
 
 
-def deployable(student: LFPStudent, head: BehaviorHead, session: int, window_bins: int):
-    """(module, example inputs, ModelSpec) for the student's design."""
+def deployable(student: LFPStudent, head: BehaviorHead, session: int, window_bins: int, layout: str = "ring_v1"):
+    """(module, example inputs = zero state, ModelSpec) for the student's design; streaming
+    students in state layout `layout` ("ring_v1" or the old "shift_v0")."""
     f = student.n_features
     if student.cfg.attn_window == 0:
         mod = WindowDecoder(student, head, session).eval()
         return mod, (torch.zeros(1, window_bins, f),), ModelSpec(kind="window", window_bins=window_bins)
-    shape = student.cache_shape(1)
-    mod = StreamingDecoder(student, head, session).eval()
-    ex = (torch.zeros(1, 1, f), torch.zeros(shape), torch.zeros(shape), torch.zeros(1))
-    state = tuple(StateSpec(i, o, tuple(t.shape)) for (i, o), t in zip(STATE_NAMES, ex[1:]))
-    return mod, ex, ModelSpec(kind="streaming", window_bins=student.cfg.attn_window, state=state)
+    if layout not in LAYOUTS:
+        raise ExportError(f"unknown state layout {layout!r}; one of {LAYOUTS}")
+    w = student.cfg.attn_window
+    if layout == "shift_v0":
+        shape = student.cache_shape(1)
+        mod = StreamingDecoder(student, head, session).eval()
+        ex = (torch.zeros(1, 1, f), torch.zeros(shape), torch.zeros(shape), torch.zeros(1))
+        state = tuple(StateSpec(i, o, tuple(t.shape)) for (i, o), t in zip(STATE_NAMES, ex[1:]))
+        return mod, ex, ModelSpec(kind="streaming", window_bins=w, state=state, state_layout=layout)
+    n_l = student.cfg.n_layers
+    mod = RingStreamingDecoder(student, head, session).eval()
+    ex = (torch.zeros(1, 1, f), *student.ring_state(1))
+    state = tuple(StateSpec(i, o, tuple(t.shape), inplace=k < 2 * n_l)
+                  for k, ((i, o), t) in enumerate(zip(ring_state_names(n_l), ex[1:])))  # fmt: skip
+    return mod, ex, ModelSpec(kind="streaming", window_bins=w, state=state, state_layout=layout)
 
 
 def export_onnx(student: LFPStudent, head: BehaviorHead, session: int, window_bins: int, path: str | Path,
-                opset: int = 17, targets: tuple[str, ...] = ("onnxruntime", "tensorrt")) -> ModelSpec:  # fmt: skip
+                opset: int = 17, targets: tuple[str, ...] = ("onnxruntime", "tensorrt"),
+                layout: str = "ring_v1") -> ModelSpec:  # fmt: skip
     """Export at the runtime's fixed shapes; refuse a graph a target cannot run."""
-    mod, ex, spec = deployable(student, head, session, window_bins)
+    mod, ex, spec = deployable(student, head, session, window_bins, layout)
     inputs = [spec.input_name] + [s.input for s in spec.state]
     outputs = [spec.output_name] + [s.output for s in spec.state]
     with warnings.catch_warnings():
@@ -136,7 +161,8 @@ def export_onnx(student: LFPStudent, head: BehaviorHead, session: int, window_bi
 
     onnx.checker.check_model(str(path))
     check_operators(path, targets)
-    return ModelSpec(kind=spec.kind, window_bins=spec.window_bins, state=spec.state, opset=opset)
+    return ModelSpec(kind=spec.kind, window_bins=spec.window_bins, state=spec.state, opset=opset,
+                     state_layout=spec.state_layout)  # fmt: skip
 
 
 def parity(student: LFPStudent, head: BehaviorHead, session: int, spec: ModelSpec, onnx_path: str | Path,
@@ -154,7 +180,7 @@ def parity(student: LFPStudent, head: BehaviorHead, session: int, spec: ModelSpe
     so.intra_op_num_threads = 1
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-    mod, ex, _ = deployable(student, head, session, spec.window_bins)
+    mod, ex, _ = deployable(student, head, session, spec.window_bins, spec.state_layout)
     g = torch.Generator().manual_seed(seed)
     f = student.n_features
 
@@ -223,14 +249,17 @@ def export_bundle(
     channel_names: list[str] | None = None,
     extra_files: dict[str, str | Path] | None = None,
     overwrite: bool = True,
+    layout: str = "ring_v1",
+    output_units: list[str] | None = None,
 ) -> Bundle:
-    """Export, check parity (refuse above `parity_tol` relative), write the bundle."""
+    """Export, check parity (refuse above `parity_tol` relative), write the bundle.
+    `layout`: the streaming state layout ("ring_v1"; "shift_v0" writes the old format)."""
     if chain.n_features != student.n_features:
         raise ExportError(f"the chain makes {chain.n_features} features, the student expects {student.n_features}")
     student.eval()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
-        spec = export_onnx(student, head, session, window_bins, path, opset)
+        spec = export_onnx(student, head, session, window_bins, path, opset, layout=layout)
         simp = simplify_onnx(path)
         ops = check_operators(path)
         par = parity(student, head, session, spec, path, real=real_features)
@@ -241,5 +270,6 @@ def export_bundle(
                                                  "opset": opset, "session_embedding": int(session), "parity": par,
                                                  "simplify": simp, "operators": ops}}  # fmt: skip
         return write_bundle(out, chain=chain, model_file=path, model=spec, output_names=list(output_names),
+                            output_units=list(output_units) if output_units else None,
                             channel_names=channel_names, provenance=prov, extra_files=extra_files,
                             overwrite=overwrite)  # fmt: skip

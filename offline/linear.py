@@ -96,3 +96,55 @@ def fit_linear_bundle(
             provenance={"model": "lagged ridge on LFP features", "alpha": alpha, **(provenance or {})},
             overwrite=overwrite,
         )
+
+
+def export_ridge_bundle(
+    out: str | Path,
+    ridge,
+    chain,
+    window_bins: int,
+    output_names: list[str],
+    *,
+    provenance: dict | None = None,
+    parity_tol: float = 1e-4,
+    real_features: np.ndarray | None = None,
+    channel_names: list[str] | None = None,
+    extra_files: dict | None = None,
+    overwrite: bool = True,
+    output_units: list[str] | None = None,
+) -> Bundle:
+    """A fitted lagged ridge (`ridge.w` (W*F, n_out) on windows of W bins flattened oldest
+    first, as `offline.train.decode.lagged_features`; `ridge.b`) as a bundle on `chain`
+    (normalisation included), after a parity check of ONNX Runtime against numpy on random
+    and, if given, real feature windows (`real_features` (T, F)). `rtdecode distill` writes
+    this when the lagged ridge is the best decoder the run found (export.choose)."""
+    import onnxruntime as ort
+
+    f = chain.n_features
+    w = np.ascontiguousarray(ridge.w, np.float32)
+    b = np.ascontiguousarray(ridge.b, np.float32)
+    if w.shape[0] != window_bins * f:
+        raise ValueError(f"ridge weights have {w.shape[0]} rows, {window_bins} bins x {f} features need {window_bins * f}")
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((1, window_bins, f)).astype(np.float32) for _ in range(5)]
+    if real_features is not None and len(real_features) >= window_bins:
+        r = np.asarray(real_features, np.float32)
+        xs += [r[s : s + window_bins][None] for s in np.linspace(0, len(r) - window_bins, 5).astype(int)]
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        linear_onnx(w, b, window_bins, f, onnx_path)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        got = np.concatenate([sess.run(None, {"features": x})[0] for x in xs])
+        want = np.concatenate([x.reshape(1, -1).astype(np.float64) @ w + b for x in xs])
+        err = np.abs(got - want)
+        rel = float((err / (np.abs(want) + 1e-2 * (np.abs(want).max() + 1e-12))).max())
+        if rel > parity_tol:
+            raise RuntimeError(f"ONNX Runtime differs from numpy by {rel:.2e} relative (> {parity_tol:.0e}) on the ridge graph")
+        par = {"max_abs_error": float(err.max()), "max_rel_error": rel, "n_inputs": len(xs), "runtime": f"onnxruntime {ort.__version__}"}
+        prov = {**(provenance or {}), "model": "lagged ridge on LFP features",
+                "export": {"exporter": "offline.linear.linear_onnx", "opset": 17, "parity": par, "window_bins": int(window_bins)}}
+        return write_bundle(out, chain=chain, model_file=onnx_path, model=ModelSpec(kind="window", window_bins=window_bins, opset=17),
+                            output_names=list(output_names), output_units=list(output_units) if output_units else None,
+                            channel_names=channel_names, provenance=prov, extra_files=extra_files, overwrite=overwrite)  # fmt: skip

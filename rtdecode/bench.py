@@ -3,7 +3,10 @@
 Three processes per measured consumer, on one host:
 
 1. `rtdecode replay` plays a recording (synthetic by default) as a real LSL outlet at its
-   real rate; every sample is stamped with its acquisition time (pylsl.local_clock).
+   real rate; every sample is stamped with its acquisition time (pylsl.local_clock) on the
+   drift-free schedule (`--stamping schedule`), or each chunk is stamped with the clock at
+   push time plus 0-3 ms of jitter, as acquisition software does (`--stamping arrival`:
+   the consumer has to dejitter; the latency is then measured from those stamps).
 2. the consumer: `rtdecode run` (or a peer, bench/peers/*.py) pulls the stream, decodes
    and publishes one msgpack message per bin on ZeroMQ (docs/schema.md);
 3. this process subscribes and stamps each message on receipt (pylsl.local_clock).
@@ -70,8 +73,11 @@ class BenchConfig:
     peers: tuple[str, ...] = PEERS
     seed: int = 0
     plots: bool = True
+    stamping: str = "schedule"  # replay stamps: "schedule" or "arrival" (push time + 0-3 ms jitter)
 
     def __post_init__(self):
+        if self.stamping not in ("schedule", "arrival"):
+            raise BenchError(f"stamping must be schedule or arrival, got {self.stamping!r}")
         if not 1 <= self.channels <= 4096:
             raise BenchError(f"channels must be in 1..4096, got {self.channels}")
         if not self.rate > 0 or not self.duration_s > 0 or self.chunk < 1 or self.window < 1:
@@ -110,8 +116,9 @@ def synthetic_recording(channels: int, rate: float, seconds: float, seed: int = 
 def build_bundle(cfg: BenchConfig, rec: Recording, work: Path) -> dict:
     """A bundle for the benchmark (random weights: latency only). Returns its description.
 
-    student: the distill_default student (streaming, 4 x 64, patches of 8 channels) exported
-    with offline.export, and its torch weights for the PyTorch-eager baseline; linear: a lagged
+    student: the distill_default student (streaming, 4 x 64; patches of 8 channels at 96
+    channels, at most 12 tokens per bin at any count) exported with offline.export (ring
+    K/V cache), and its torch weights for the PyTorch-eager baseline; linear: a lagged
     linear map (no torch needed), as an ONNX graph written by offline.linear."""
     from offline.linear import linear_onnx  # offline import: the bench builds, the runtime only runs
     from rtdecode.bundle import ModelSpec, write_bundle
@@ -140,18 +147,21 @@ def build_bundle(cfg: BenchConfig, rec: Recording, work: Path) -> dict:
         from offline.models.heads import BehaviorHead
         from offline.models.student import LFPStudent, StudentConfig
 
-        if cfg.channels % 8:
-            raise BenchError(f"the student needs a channel count divisible by 8, got {cfg.channels}: use --model linear")
+        # patch size as a bundle for this array would use it: tokens per bin stay at most 12
+        # (96 channels: patches of 8, as before; 1024: 128), the smallest patch that
+        # divides the channel count and gives no more than 12 tokens
+        patch = next(pc for pc in range(1, cfg.channels + 1) if cfg.channels % pc == 0 and cfg.channels // pc <= 12)
         torch.manual_seed(cfg.seed)
-        scfg = StudentConfig(dim=64, n_layers=4, n_heads=4, patch_channels=8, attn_window=max(2, cfg.window))
+        scfg = StudentConfig(dim=64, n_layers=4, n_heads=4, patch_channels=patch, attn_window=max(2, cfg.window))
         student = LFPStudent(scfg, spec.n_features, spec.n_branches, 1).eval()
         head = BehaviorHead(scfg.dim, len(names)).eval()
-        export_bundle(out, student, head, 0, spec, scfg.attn_window, names, provenance=prov)
+        b = export_bundle(out, student, head, 0, spec, scfg.attn_window, names, provenance=prov)
         torch_path = work / "torch_model.pt"
         torch.save({"student_cfg": dataclasses.asdict(scfg), "n_features": spec.n_features,
                     "n_branches": spec.n_branches, "n_out": len(names),
                     "student": student.state_dict(), "head": head.state_dict()}, torch_path)  # fmt: skip
-        desc = f"streaming student 4x64, patches of 8 ch ({cfg.channels // 8} tokens/bin), attention window {scfg.attn_window} bins, random weights"
+        desc = (f"streaming student 4x64, patches of {patch} ch ({cfg.channels // patch} tokens/bin), attention window "
+                f"{scfg.attn_window} bins, state layout {b.model.state_layout}, random weights")  # fmt: skip
     else:
         rng = np.random.default_rng(cfg.seed)
         f = spec.n_features
@@ -270,6 +280,13 @@ def run_consumer(name: str, cfg: BenchConfig, bundle: dict, rec_path: Path, work
         return {"name": name, "skipped": cmd}
     replay_cmd = [sys.executable, "-m", "rtdecode.cli", "replay", str(rec_path), "--name", stream, "--source-id", sid,
                   "--chunk", str(cfg.chunk), "--loop", "--duration", str(cfg.duration_s + cfg.lead_s)]  # fmt: skip
+    if cfg.stamping == "arrival":  # the same replay, stamped at push time with jitter (rtdecode.replay)
+        replay_cmd = [sys.executable, "-c",
+                      "import sys\nfrom rtdecode.recording import Recording\nfrom rtdecode.replay import replay\n"
+                      f"n = replay(Recording.load({str(rec_path)!r}), name={stream!r}, source_id={sid!r}, chunk_size={cfg.chunk}, "
+                      f"loop=True, duration={cfg.duration_s + cfg.lead_s!r}, stamping='arrival', jitter_s=0.003, "
+                      "on_start=lambda i: print(f\"READY {i['t0']:.6f} {i['source_id']}\", flush=True))\n"
+                      "print(f'replayed {n} samples', file=sys.stderr)\n"]  # fmt: skip
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, 1_000_000)
@@ -410,6 +427,10 @@ def analyse(raw: dict, cfg: BenchConfig) -> dict:
         "seq_first": int(uniq[0]) if n else None,
         "dropped_vs_expected": (int(expected - uniq.size) if expected is not None else None),
         "consumer_gaps": final.get("gaps"),
+        "consumer_filled_samples": final.get("filled_samples"),
+        "consumer_clock_resets": (final.get("source_events") or {}).get("clock_resets"),
+        "flagged": int((r["flags"].astype(np.int64) != 0).sum()) if n else 0,
+        "flagged_after_warmup": None,
         "consumer_reconnects": final.get("reconnects"),
         "consumer_resets": final.get("resets"),
     }
@@ -430,6 +451,10 @@ def analyse(raw: dict, cfg: BenchConfig) -> dict:
     }
     steady = (r["t_lsl"] - r["t_lsl"][0]) >= cfg.warmup_s
     out["latency_ms"] = {k: _pct(v[steady]) for k, v in comp.items()}
+    fl = r["flags"].astype(np.int64)
+    out["bins"]["flagged_after_warmup"] = int(((fl & ~16) != 0)[steady].sum())  # any flag but WARMUP
+    dts = np.diff(r["t_lsl"])
+    out["bins"]["t_lsl_step_ms"] = {"min": float(dts.min() * 1e3), "max": float(dts.max() * 1e3)} if dts.size else {}
     resid = comp["transport_in"] + comp["processing"] + comp["publish"] - e2e
     out["split_residual_ms_max"] = float(np.abs(resid).max())  # transport_in + processing + publish - e2e
     out["other_ms_min"] = float(np.nanmin(comp["other"])) if np.isfinite(comp["other"]).any() else None
@@ -568,11 +593,13 @@ def main_bench(args) -> int:
     peers = tuple(p for p in (args.peers or "").split(",") if p and p != "none")
     cfg = BenchConfig(out=args.out, channels=args.channels, rate=args.rate, chunk=args.chunk, bin_ms=args.bin_ms,
                       window=args.window, model=args.model, backend=args.backend, threads=args.threads,
-                      duration_s=args.duration, warmup_s=args.warmup, lead_s=args.lead, peers=peers, seed=args.seed)  # fmt: skip
+                      duration_s=args.duration, warmup_s=args.warmup, lead_s=args.lead, peers=peers, seed=args.seed,
+                      stamping=getattr(args, "stamping", "schedule"))  # fmt: skip
     command = "rtdecode " + " ".join(sys.argv[1:]) if sys.argv and "rtdecode" in sys.argv[0] else ""
     if args.scaling:
-        chans = tuple(int(x) for x in args.scaling_channels.split(","))
-        wins = tuple(int(x) for x in args.scaling_windows.split(","))
+        ints = lambda v: tuple(int(x) for x in (v.split(",") if isinstance(v, str) else v))  # noqa: E731
+        chans = ints(args.scaling_channels)
+        wins = ints(args.scaling_windows)
         run_scaling(cfg, chans, wins, command=command)
         print((Path(cfg.out) / "scaling.md").read_text())
     else:

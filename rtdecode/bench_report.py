@@ -34,6 +34,8 @@ def markdown(result: dict) -> str:
         f"Command: `{result.get('command') or 'rtdecode bench (library call)'}`  ",
         f"Stream: {cfg['channels']} channels at {cfg['rate']:g} Hz, {cfg['chunk']}-sample chunks, {cfg['bin_ms']:g} ms bins, "
         f"{cfg['duration_s']:g} s per consumer (synthetic recording, looped), first {cfg['warmup_s']:g} s left out of the percentiles.  ",
+        f"Stamping: {cfg.get('stamping', 'schedule')} "
+        f"({'each chunk stamped with the clock at push time plus 0-3 ms jitter, as acquisition software does' if cfg.get('stamping') == 'arrival' else 'every sample stamped on its drift-free schedule'}).  ",
         f"Model: {result['bundle']['describe']}; backend `{cfg['backend']}`, {cfg['threads']} thread(s).  ",
         f"Machine: {_machine_line(result['machine'])}",
         "",
@@ -64,6 +66,16 @@ def markdown(result: dict) -> str:
         L = r["latency_ms"]
         cell = lambda k: f"{_f(L[k].get('p50'), 3)} / {_f(L[k].get('p99'), 3)}" if L[k].get("n") else "-"  # noqa: E731
         lines.append(f"| {name} | " + " | ".join(cell(k) for k in ("transport_in", "chain", "infer", "other", "publish", "e2e")) + " |")
+    lines += ["", "Timestamps (what the consumer reported; flagged = bins with any flag but WARMUP, after warm-up):", "",
+              "| consumer | gaps | filled samples | clock resets | flagged bins | t_lsl step min / max ms |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, r in cons.items():
+        if "bins" not in r:
+            continue
+        b = r["bins"]
+        st = b.get("t_lsl_step_ms") or {}
+        lines.append(f"| {name} | {_f(b.get('consumer_gaps'))} | {_f(b.get('consumer_filled_samples'))} | "
+                     f"{_f(b.get('consumer_clock_resets'))} | {_f(b.get('flagged_after_warmup'))} | "
+                     f"{_f(st.get('min'), 4)} / {_f(st.get('max'), 4)} |")  # fmt: skip
     rat = result.get("ratios_to_rtdecode") or {}
     if rat:
         lines += ["", "Peers as a ratio to rtdecode (latency: > 1 means the peer is slower; throughput = bins per CPU second: < 1 means the peer needs more CPU per bin):", "",

@@ -18,17 +18,18 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._fs import make_temp_dir
 from .dsp.spec import ChainSpec, ChainSpecError
 
 FORMAT = "rtdecode-bundle"
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_KINDS = ("window", "streaming")
+STATE_LAYOUTS = ("shift_v0", "ring_v1")  # ModelSpec.state_layout
 
 
 class BundleError(ValueError):
@@ -56,14 +57,20 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 @dataclass(frozen=True)
 class StateSpec:
-    """A recurrent state tensor of a streaming model: fed back from `output` to `input`."""
+    """A recurrent state tensor of a streaming model: fed back from `output` to `input`.
+
+    `inplace`: the graph reads `input` only to write one slot of it into `output` (a ring
+    buffer, state layout "ring_v1"), so a backend may bind both to one buffer and update it
+    in place; False (every bundle before the ring): the output is a new tensor, ping-pong."""
 
     input: str
     output: str
     shape: tuple[int, ...]
+    inplace: bool = False
 
     def to_dict(self) -> dict:
-        return {"input": self.input, "output": self.output, "shape": list(self.shape)}
+        d = {"input": self.input, "output": self.output, "shape": list(self.shape)}
+        return {**d, "inplace": True} if self.inplace else d
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,9 @@ class ModelSpec:
     decoded bin is the newest of the window.
     kind "streaming": input (1, 1, n_features) plus state tensors -> output (1, n_outputs)
     plus new states; the graph keeps `window_bins` of context in its state.
+    `state_layout` (streaming): "shift_v0", caches of the W-1 previous bins shifted every
+    step (bundles written before the ring; the default when the manifest has none), or
+    "ring_v1", per-layer rings of W bins written one slot per step (offline.export).
     """
 
     file: str = "model.onnx"
@@ -83,9 +93,10 @@ class ModelSpec:
     output_name: str = "behavior"
     state: tuple[StateSpec, ...] = ()
     opset: int | None = None
+    state_layout: str = "shift_v0"
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "file": self.file,
             "kind": self.kind,
             "window_bins": self.window_bins,
@@ -94,6 +105,7 @@ class ModelSpec:
             "state": [s.to_dict() for s in self.state],
             "opset": self.opset,
         }
+        return {**d, "state_layout": self.state_layout} if self.state else d
 
 
 @dataclass(frozen=True)
@@ -183,8 +195,11 @@ def write_bundle(
                           "fit them on training features (rtdecode.dsp.design.fit_normalization)")  # fmt: skip
     if path.exists() and not overwrite:
         raise BundleError(path, "", None, "already exists", "choose another path or pass overwrite=True")
+    if output_units and len(output_units) != len(output_names):
+        raise BundleError(path, MANIFEST, "outputs.units", f"has {len(output_units)} entries for {len(output_names)} outputs",
+                          "give one unit per output ('' where unknown)")  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = make_temp_dir(path.parent, prefix=f".{path.name}.")  # the umask's permissions, unlike mkdtemp's 0700
     try:
         files: dict[str, str] = {}
         src = Path(model_file)
@@ -287,7 +302,7 @@ def load_bundle(path: str | Path, verify_hashes: bool = True) -> Bundle:
             got = sha256_file(f)
             if got != digest:
                 raise BundleError(path, name, f"files.{name}",
-                                  f"sha256 mismatch (manifest {digest[:12]}..., file {got[:12]}...): the file is corrupt "
+                                  f"sha256 mismatch (manifest {digest}, file {got}): the file is corrupt "
                                   "or was changed after the bundle was written",
                                   "copy the bundle again, or rebuild it")  # fmt: skip
     return bundle
@@ -343,11 +358,16 @@ def _parse(path: Path, m: dict) -> Bundle:
     state = []
     for i, s in enumerate(md.get("state") or []):
         try:
-            state.append(StateSpec(str(s["input"]), str(s["output"]), tuple(int(x) for x in s["shape"])))
+            state.append(StateSpec(str(s["input"]), str(s["output"]), tuple(int(x) for x in s["shape"]),
+                                   bool(s.get("inplace", False))))  # fmt: skip
         except (KeyError, TypeError, ValueError) as e:
             raise BundleError(path, MANIFEST, f"model.state[{i}]", f"is malformed ({e!r})") from e
     if kind == "streaming" and not state:
         raise BundleError(path, MANIFEST, "model.state", "a streaming model needs at least one state tensor")
+    layout = md.get("state_layout", "shift_v0")
+    if layout not in STATE_LAYOUTS:
+        raise BundleError(path, MANIFEST, "model.state_layout", f"is {layout!r}, this rtdecode knows {STATE_LAYOUTS}",
+                          "upgrade rtdecode (pip install -U rtdecode) or export the bundle again")  # fmt: skip
     model = ModelSpec(
         file=_req(path, md, "file", "model", str),
         kind=kind,
@@ -356,6 +376,7 @@ def _parse(path: Path, m: dict) -> Bundle:
         output_name=_req(path, md, "output_name", "model", str),
         state=tuple(state),
         opset=md.get("opset"),
+        state_layout=layout,
     )
     outs = _req(path, m, "outputs", "", dict)
     onames = _req(path, outs, "names", "outputs", list)

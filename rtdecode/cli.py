@@ -1,7 +1,12 @@
 """`rtdecode` command line: argument parsing and one library call per command.
 
-The online commands (`run`, `replay`, `info`) import neither torch nor scipy; the
-offline ones (`distill`, `simulate`, `demo`) import `offline` lazily.
+The online commands (`run`, `streams`, `replay`, `info`) import neither torch nor scipy;
+the offline ones (`distill`, `simulate`, `demo`) import `offline` lazily.
+
+Exit codes (kept stable, also in README.md "Command line"): 0 done; 1 failed while
+running (an unexpected error: its traceback is printed); 2 bad usage or bad input (a flag,
+file, bundle, config or stream that does not fit: one line `rtdecode <command>: error:
+<message>`, no traceback; -v adds the traceback); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -10,25 +15,195 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
+import os
+import re
 import sys
+from pathlib import Path
 
 from .config import ConfigError, from_dict, load_toml
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_CODES = (
+    "exit codes: 0 done; 1 failed while running (unexpected error, with its traceback); "
+    "2 bad usage or bad input (one line 'rtdecode <command>: error: ...'); 130 interrupted"
+)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("rtdecode")
+    except Exception:  # pragma: no cover - not installed
+        return "unknown"
+
+
+# -- liblsl's log ---------------------------------------------------------------------------
+_LSL_QUIET = "[log]\nlevel = -2\n"  # liblsl levels: -2 errors only (0 would print INFO lines)
+_LSL_LINK = "\n[multicast]\nResolveScope = link\n"  # demo and bench: discovery on this machine's link
+
+
+def quiet_liblsl(link_only: bool = False) -> str | None:
+    """Turn liblsl's INFO lines off for this process and its children, unless the user
+    configured liblsl (LSLAPICFG, ./lsl_api.cfg, ~/lsl_api/lsl_api.cfg, /etc/lsl_api/lsl_api.cfg:
+    the files liblsl itself reads). Must run before pylsl loads liblsl; returns the file set."""
+    if "LSLAPICFG" in os.environ:
+        return None
+    user_files = ("lsl_api.cfg", os.path.expanduser("~/lsl_api/lsl_api.cfg"), "/etc/lsl_api/lsl_api.cfg")
+    if any(os.path.isfile(f) and os.access(f, os.R_OK) for f in user_files):
+        return None
+    content = _LSL_QUIET + (_LSL_LINK if link_only else "")
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rtdecode"
+    path = base / ("lsl_api_link.cfg" if link_only else "lsl_api.cfg")
+    try:
+        if not (path.is_file() and path.read_text() == content):
+            from ._fs import atomic_file
+
+            with atomic_file(path, "w") as f:
+                f.write(content)
+    except OSError:  # no writable cache folder: keep liblsl's default log
+        return None
+    os.environ["LSLAPICFG"] = str(path)
+    return str(path)
+
+
+# -- argument types: each names what it wants; argparse prints "argument --x: ..." --------
+def _number(kind: type, lo: float, strict: bool, what: str):
+    def parse(text):
+        try:
+            v = kind(text) if kind is float else int(str(text), 10)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if isinstance(v, float) and not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        if v < lo or (strict and v == lo):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return v
+
+    parse.__name__ = what  # argparse's "invalid <name> value" for other failures
+    return parse
+
+
+positive_float = _number(float, 0.0, True, "a number > 0")
+nonneg_float = _number(float, 0.0, False, "a number >= 0")
+positive_int = _number(int, 0, True, "a whole number >= 1")
+nonneg_int = _number(int, 0, False, "a whole number >= 0")
+
+
+def port(text) -> int:
+    v = nonneg_int(text)
+    if not 1 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 1..65535, got {text!r}")
+    return v
+
+
+def zmq_address(text: str) -> str:
+    """tcp://HOST:PORT (PORT 1..65535 or *), ipc://PATH or inproc://NAME."""
+    text = str(text)
+    example = "e.g. tcp://127.0.0.1:5556"
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"must be a ZeroMQ address tcp://HOST:PORT, {example}; got {text!r} (no tcp://)")
+    if scheme in ("ipc", "inproc"):
+        if not rest:
+            raise argparse.ArgumentTypeError(f"{scheme}:// needs a name, got {text!r}")
+        return text
+    if scheme != "tcp":
+        raise argparse.ArgumentTypeError(f"must start with tcp://, ipc:// or inproc://, {example}; got {text!r}")
+    host, colon, p = rest.rpartition(":")
+    if not colon or not host:
+        raise argparse.ArgumentTypeError(f"must be tcp://HOST:PORT, {example}; got {text!r} (no port)")
+    if p != "*":
+        try:
+            port(p)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"port must be 1..65535 or *, {example}; got {text!r}") from None
+    return text
+
+
+def int_list(text: str) -> str:
+    """A comma list of whole numbers >= 1 (returned normalised, as text)."""
+    try:
+        vals = [positive_int(x.strip()) for x in str(text).split(",") if x.strip()]
+    except argparse.ArgumentTypeError:
+        vals = []
+    if not vals:
+        raise argparse.ArgumentTypeError(f"must be a comma list of whole numbers >= 1, e.g. 96,256; got {text!r}")
+    return ",".join(str(v) for v in vals)
+
+
+# -- help formatting --------------------------------------------------------------------------
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default where it has one (not for None, switches or hand-written defaults)."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if "(default" in h or "%(default)" in h or any(action.default is x for x in (None, False, argparse.SUPPRESS)):
+            return h
+        if isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
+            return h
+        return super()._get_help_string(action)
+
+
+class _SubParser(argparse.ArgumentParser):
+    """Every subcommand: the help formatter, the exit codes and `-v` after the subcommand."""
+
+    def __init__(self, *a, **kw):
+        kw.setdefault("formatter_class", _Formatter)
+        kw.setdefault("epilog", EXIT_CODES)
+        super().__init__(*a, **kw)
+        self.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                          help="debug logging, and tracebacks for errors")  # fmt: skip
+
+
+# -- run ------------------------------------------------------------------------------------
+# RunConfig's defaults, shown in --help without importing the runtime (tests/cli check they agree)
+RUN_DEFAULTS = {
+    "stream": "LFP", "address": "tcp://127.0.0.1:5556", "backend": "auto", "threads": 1, "stall_policy": "all",
+    "status_interval_s": 1.0, "max_chunk": 1024, "pull_timeout_s": 0.05, "stall_timeout_s": 0.5,
+    "resolve_timeout_s": 10.0, "max_fill_s": 0.5,
+}  # fmt: skip
+# the checks of the numeric flags, applied to a --config file's values as well
+RUN_CHECKS = {
+    "threads": positive_int, "deadline_ms": positive_float, "status_interval_s": positive_float,
+    "max_chunk": positive_int, "pull_timeout_s": positive_float, "stall_timeout_s": positive_float,
+    "resolve_timeout_s": positive_float, "max_fill_s": nonneg_float, "duration_s": positive_float,
+    "address": zmq_address,
+}  # fmt: skip
 
 
 def _run_config(args: argparse.Namespace):
     from .runtime import RunConfig
 
     base: dict = {}
+    where = "rtdecode run"
     if args.config:
         tables = load_toml(args.config)
-        base = tables.get("run", tables)
+        base = dict(tables.get("run", tables))
+        where = f"{args.config} [run]"
+    flags = getattr(args, "_flags", {})
+    for key, check in RUN_CHECKS.items():  # a config file's values pass the flags' checks
+        if base.get(key) is not None and not isinstance(base[key], bool):
+            try:
+                check(base[key])
+            except argparse.ArgumentTypeError as e:
+                raise ConfigError(f"{where}: {key} {e} (flag {flags.get(key, key)})") from None
     for f in dataclasses.fields(RunConfig):
         v = getattr(args, f.name, None)
         if v is not None:
             base[f.name] = v
-    cfg = from_dict(RunConfig, base, where=f"{args.config or 'rtdecode run'} [run]")
+    cfg = from_dict(RunConfig, base, where=where)
     if not cfg.bundle:
-        raise ConfigError("rtdecode run: no bundle given: pass --bundle DIR (a folder written by `rtdecode distill`)")
+        raise ConfigError("no bundle given: pass --bundle DIR (a folder written by `rtdecode distill`)")
+    if not cfg.stream.strip():
+        raise ConfigError("--stream is empty: pass the LSL stream's name or type (`rtdecode streams` lists them)")
+    for key in ("stream", "source_id"):
+        v = getattr(cfg, key) or ""
+        if "'" in v and '"' in v:
+            raise ConfigError(f"{flags.get(key, key)} {v!r} holds both quote characters; LSL queries cannot match it")
+    if cfg.summary_path and not Path(cfg.summary_path).resolve().parent.is_dir():
+        raise ConfigError(f"--summary {cfg.summary_path}: folder {Path(cfg.summary_path).resolve().parent} does not exist")
     return cfg
 
 
@@ -37,16 +212,40 @@ def cmd_run(args) -> int:
 
     cfg = _run_config(args)
     summary = run(cfg)
-    if not cfg.quiet:
-        print(json.dumps(summary, indent=1))
+    print(json.dumps(summary, indent=1))  # the final summary, also with --quiet (which hides the status line)
+    return 0
+
+
+def cmd_streams(args) -> int:
+    from .sources.discover import list_streams, summary_line, table, to_json
+
+    bundle = None
+    if args.bundle:
+        from .bundle import load_bundle
+
+        bundle = load_bundle(args.bundle)
+    entries = list_streams(timeout=args.timeout)
+    if args.json:
+        print(to_json(entries, bundle))
+        return 0
+    if entries:
+        print(table(entries, bundle))
+    print(summary_line(entries, bundle, timeout=args.timeout), file=sys.stderr if not entries else sys.stdout)
     return 0
 
 
 def cmd_replay(args) -> int:
-    from .recording import Recording
+    from .recording import load_any, nwb_mapping_for
     from .replay import replay
 
-    rec = Recording.load(args.recording)
+    nwb = str(args.recording).lower().endswith(".nwb")
+    if (args.mapping or args.nwb_lfp) and not nwb:
+        raise ConfigError(f"--mapping and --nwb-lfp choose the series of an NWB file; {args.recording} is not one (.nwb)")
+    if args.xdf_stream and not str(args.recording).lower().endswith((".xdf", ".xdfz", ".xdf.gz")):
+        raise ConfigError(f"--xdf-stream chooses a stream of an XDF file; {args.recording} is not one (.xdf, .xdfz)")
+    mapping = nwb_mapping_for(args.recording, args.mapping, args.nwb_lfp) if nwb and (args.mapping or args.nwb_lfp) else None
+    max_s = None if args.loop or args.duration is None else args.duration * args.speed  # recording time played
+    rec = load_any(args.recording, nwb_mapping=mapping, xdf_stream=args.xdf_stream, max_seconds=max_s)
 
     def ready(info: dict) -> None:  # one machine-readable line: scripts and tests wait for it
         print(f"READY {info['t0']:.6f} {info['source_id']}", flush=True)
@@ -61,12 +260,13 @@ def cmd_info(args) -> int:
     from .bundle import load_bundle
 
     b = load_bundle(args.bundle)
+    if args.json:  # JSON only: scripts parse stdout
+        print(json.dumps({k: v for k, v in b.manifest.items() if k != "chain"}, indent=1))
+        return 0
     print(b.describe())
     print(repr(b.chain))
     for e in b.engines:
         print(f"engine {e.file}: {e.gpu_name} sm{e.compute_capability} TensorRT {e.tensorrt_version} {e.precision}")
-    if args.json:
-        print(json.dumps({k: v for k, v in b.manifest.items() if k != "chain"}, indent=1))
     return 0
 
 
@@ -80,9 +280,15 @@ def cmd_compile(args) -> int:
 
 
 def cmd_distill(args) -> int:
-    from offline.train.pipeline import main_distill
+    from offline.train.pipeline import init_distributed, load_config, run_distill
 
-    return main_distill(args.config, args.out, args.resume)
+    cfg = load_config(args.config)  # ConfigError: exit 2 in main()
+    out_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    path = run_distill(cfg, out_dir, resume=args.resume)
+    if init_distributed().main:
+        print((out_dir / "report" / "metrics.md").read_text())
+        print(f"bundle: {path}")
+    return 0
 
 
 def cmd_simulate(args) -> int:
@@ -98,106 +304,18 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import main_bench
+    from .bench import PEERS, main_bench
 
+    bad = [p for p in (args.peers or "").split(",") if p and p != "none" and p not in PEERS]
+    if bad:
+        raise ConfigError(f"--peers: unknown peer(s) {', '.join(bad)}; choose from {', '.join(PEERS)} or none")
+    if args.channels > 4096:
+        raise ConfigError(f"--channels must be at most 4096, got {args.channels}")
+    spb = args.rate * args.bin_ms / 1e3
+    if abs(spb - round(spb)) > 1e-6 or round(spb) < 1:
+        raise ConfigError(f"--bin-ms {args.bin_ms:g} is not a whole number of samples at --rate {args.rate:g} Hz "
+                          f"({spb:g} samples): choose a bin of k / rate seconds, e.g. --bin-ms {1e3 * max(1, round(spb)) / args.rate:g}")  # fmt: skip
     return main_bench(args)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rtdecode", description=__doc__.splitlines()[0])
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    r = sub.add_parser("run", help="decode a live LSL stream and publish over ZeroMQ")
-    r.add_argument("--config", help="TOML file with a [run] table (flags override it)")
-    r.add_argument("--stream", help="LSL stream name or type (default LFP)")
-    r.add_argument("--bundle", help="decoder bundle folder")
-    r.add_argument("--address", help="ZeroMQ PUB address (default tcp://127.0.0.1:5556)")
-    r.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"])
-    r.add_argument("--fallback", action="store_true", default=None, help="with --backend tensorrt: fall back to ONNX Runtime if the engine cannot run")
-    r.add_argument("--threads", type=int, help="inference threads (default 1)")
-    r.add_argument("--deadline-ms", dest="deadline_ms", type=float, help="per-bin deadline (default: the bin width)")
-    r.add_argument("--stall-policy", dest="stall_policy", choices=["all", "newest"], help="after a stall: decode every bin, or only the newest")
-    r.add_argument("--source-id", dest="source_id", help="also require this LSL source_id")
-    r.add_argument("--duration", dest="duration_s", type=float, help="stop after this many seconds")
-    r.add_argument("--summary", dest="summary_path", help="write the shutdown summary (JSON) here")
-    r.add_argument("--quiet", action="store_true", default=None, help="no status line")
-    r.set_defaults(func=cmd_run)
-
-    rp = sub.add_parser("replay", help="play a recording (.npz) as an LSL outlet at its real rate")
-    rp.add_argument("recording")
-    rp.add_argument("--name", default="LFP")
-    rp.add_argument("--type", default="LFP")
-    rp.add_argument("--source-id", dest="source_id")
-    rp.add_argument("--chunk", type=int, default=10, help="samples per push (default 10)")
-    rp.add_argument("--loop", action="store_true")
-    rp.add_argument("--speed", type=float, default=1.0)
-    rp.add_argument("--duration", type=float)
-    rp.set_defaults(func=cmd_replay)
-
-    i = sub.add_parser("info", help="validate a bundle and describe it")
-    i.add_argument("bundle")
-    i.add_argument("--json", action="store_true")
-    i.set_defaults(func=cmd_info)
-
-    c = sub.add_parser("compile", help="build a TensorRT engine into a bundle (needs a GPU and the gpu extra)")
-    c.add_argument("bundle")
-    c.add_argument("--fp16", action="store_true")
-    c.add_argument("--int8", action="store_true")
-    c.add_argument("--calib", help=".npz of feature windows for INT8 calibration")
-    c.add_argument("--workspace-mb", dest="workspace_mb", type=int, default=1024)
-    c.add_argument("--timing-cache", dest="timing_cache")
-    c.add_argument("--no-check", dest="no_check", action="store_true", help="skip the parity check against ONNX Runtime")
-    c.set_defaults(func=cmd_compile)
-
-    d = sub.add_parser("distill", help="teacher -> distilled LFP student -> bundle (needs the train extra)")
-    d.add_argument("--config", required=True)
-    d.add_argument("--out", help="run folder (default from the config)")
-    d.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    d.set_defaults(func=cmd_distill)
-
-    s = sub.add_parser("simulate", help="simulate multi-session recordings (NWB) with the built-in simulator")
-    s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--sessions", type=int, default=4)
-    s.add_argument("--minutes", type=float, default=2.0)
-    s.add_argument("--channels", type=int, default=96)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--config", help="TOML with a [simulate] table of SimConfig knobs")
-    s.set_defaults(func=cmd_simulate)
-
-    dm = sub.add_parser("demo", help="the whole loop on simulated data: distill, replay over LSL, decode live, score")
-    dm.add_argument("--out", default="runs/demo", help="work folder (default runs/demo)")
-    dm.add_argument("--config", default=None, help="distill config (default: configs/distill_tiny.toml)")
-    dm.add_argument("--seconds", type=float, default=20.0, help="seconds of held-out session to replay")
-    dm.add_argument("--address", default="tcp://127.0.0.1:5599")
-    dm.add_argument("--quick", action="store_true", help="skip distillation: a lagged ridge LFP decoder")
-    dm.set_defaults(func=cmd_demo)
-
-    bn = sub.add_parser("bench", help="latency benchmark: replay over LSL -> rtdecode run -> ZeroMQ, against peers (bench extra)")
-    bn.add_argument("--out", default="runs/bench", help="report folder (default runs/bench)")
-    bn.add_argument("--channels", type=int, default=96)
-    bn.add_argument("--rate", type=float, default=1000.0, help="sampling rate, Hz")
-    bn.add_argument("--chunk", type=int, default=10, help="samples per LSL push")
-    bn.add_argument("--bin-ms", dest="bin_ms", type=float, default=10.0)
-    bn.add_argument("--window", type=int, default=32, help="model window, bins")
-    bn.add_argument("--model", choices=["auto", "student", "linear"], default="auto")
-    bn.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], default="auto")
-    bn.add_argument("--threads", type=int, default=1)
-    bn.add_argument("--duration", type=float, default=60.0, help="seconds of stream per consumer")
-    bn.add_argument("--warmup", type=float, default=1.0, help="seconds left out of the percentiles")
-    bn.add_argument("--lead", type=float, default=3.0, help="extra seconds of stream for a consumer to start")
-    bn.add_argument("--peers", default="baseline,mne-lsl,timeflux", help="comma list, or none")
-    bn.add_argument("--seed", type=int, default=0)
-    bn.add_argument("--scaling", action="store_true", help="rtdecode alone over channel counts and windows")
-    bn.add_argument("--scaling-channels", dest="scaling_channels", default="96,256,512,1024")
-    bn.add_argument("--scaling-windows", dest="scaling_windows", default="8,16,32,64")
-    bn.set_defaults(func=cmd_bench)
-
-    an = sub.add_parser("analyze", help="alignment analysis of a finished distill run: teacher vs student latents (train extra)")
-    an.add_argument("run", help="run folder of `rtdecode distill --out` (or its bundle folder)")
-    an.add_argument("--out", default=None, help="report folder (default RUN/analysis)")
-    an.set_defaults(func=cmd_analyze)
-    return p
 
 
 def cmd_analyze(args) -> int:
@@ -206,29 +324,224 @@ def cmd_analyze(args) -> int:
     return main_analyze(args.run, args.out)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rtdecode", description="Real-time BCI decoding: distil a spike-informed LFP decoder "
+                                "into a bundle offline, decode a live LSL stream with it and publish over ZeroMQ.", epilog=EXIT_CODES,
+                                formatter_class=_Formatter)  # fmt: skip
+    p.add_argument("--version", action="version", version=f"rtdecode {_version()}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks for errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_SubParser)
+
+    D = RUN_DEFAULTS
+    r = sub.add_parser("run", help="decode a live LSL stream and publish over ZeroMQ",
+                       description="Decode a live LSL stream with a bundle and publish the decoded values over ZeroMQ. "
+                                   "Every flag can also be set in a TOML file (--config, a [run] table; "
+                                   "configs/run.toml lists them all); flags win over the file.")  # fmt: skip
+    r.add_argument("--config", metavar="FILE", help="TOML file with a [run] table (flags override it)")
+    r.add_argument("--stream", metavar="NAME_OR_TYPE", help=f"LSL stream name or type (default: {D['stream']})")
+    r.add_argument("--bundle", metavar="DIR", help="decoder bundle folder (required, here or in --config)")
+    r.add_argument("--address", type=zmq_address, metavar="ADDRESS", help=f"ZeroMQ PUB address (default: {D['address']})")
+    r.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], help=f"inference backend (default: {D['backend']})")
+    r.add_argument("--fallback", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --backend tensorrt: fall back to ONNX Runtime if the engine cannot run (default: no)")  # fmt: skip
+    r.add_argument("--threads", type=positive_int, metavar="N", help=f"inference threads (default: {D['threads']})")
+    r.add_argument("--deadline-ms", dest="deadline_ms", type=positive_float, metavar="MS",
+                   help="per-bin deadline in milliseconds (default: the bundle's bin width)")  # fmt: skip
+    r.add_argument("--stall-policy", dest="stall_policy", choices=["all", "newest"],
+                   help=f"after a stall: decode every bin, or only the newest (default: {D['stall_policy']})")  # fmt: skip
+    r.add_argument("--source-id", dest="source_id", metavar="ID",
+                   help="also require this LSL source_id (`rtdecode streams` lists them) (default: any)")  # fmt: skip
+    r.add_argument("--resolve-timeout", dest="resolve_timeout_s", type=positive_float, metavar="SECONDS",
+                   help=f"how long to look for the stream at start (default: {D['resolve_timeout_s']:g})")  # fmt: skip
+    r.add_argument("--duration", dest="duration_s", type=positive_float, metavar="SECONDS",
+                   help="stop after this many seconds (default: run until Ctrl-C or SIGTERM)")  # fmt: skip
+    r.add_argument("--summary", dest="summary_path", metavar="FILE", help="also write the shutdown summary (JSON) here")
+    r.add_argument("--quiet", action=argparse.BooleanOptionalAction, default=None,
+                   help="no status line (the final summary is still printed) (default: no)")  # fmt: skip
+    r.add_argument("--status-interval", dest="status_interval_s", type=positive_float, metavar="SECONDS",
+                   help=f"status line and `status` message period (default: {D['status_interval_s']:g})")  # fmt: skip
+    r.add_argument("--max-chunk", dest="max_chunk", type=positive_int, metavar="SAMPLES",
+                   help=f"most samples taken per pull (default: {D['max_chunk']})")  # fmt: skip
+    r.add_argument("--pull-timeout", dest="pull_timeout_s", type=positive_float, metavar="SECONDS",
+                   help=f"longest wait for the first sample of a pull (default: {D['pull_timeout_s']:g})")  # fmt: skip
+    r.add_argument("--stall-timeout", dest="stall_timeout_s", type=positive_float, metavar="SECONDS",
+                   help=f"no sample for this long: the stream is stalled, look for it again (default: {D['stall_timeout_s']:g})")  # fmt: skip
+    r.add_argument("--max-fill", dest="max_fill_s", type=nonneg_float, metavar="SECONDS",
+                   help=f"gaps up to this long are filled (bin cadence kept); longer ones reset the chain (default: {D['max_fill_s']:g})")  # fmt: skip
+    r.add_argument("--lsl-out", dest="lsl_out", metavar="NAME",
+                   help="also publish the decoded values on an LSL outlet of this name (default: none)")  # fmt: skip
+    r.set_defaults(func=cmd_run)
+
+    st = sub.add_parser("streams", help="list the visible LSL streams; with --bundle, which of them fit",
+                        description="List the LSL streams visible from this machine (name, type, channels, rate, "
+                                    "format, source_id, host). With --bundle, mark which fit its input "
+                                    "(channel count, rate, sample format) and why the others do not.")  # fmt: skip
+    st.add_argument("--timeout", type=positive_float, default=2.0, metavar="SECONDS", help="how long to listen for streams")
+    st.add_argument("--bundle", metavar="DIR", help="decoder bundle: mark the streams that fit it")
+    st.add_argument("--json", action="store_true", help="print JSON only (a list of streams)")
+    st.set_defaults(func=cmd_streams)
+
+    rp = sub.add_parser("replay", help="play a recording (.npz), an NWB or an XDF file as an LSL outlet at its real rate",
+                        description="Play a file as an LSL outlet at its sampling rate: an rtdecode recording (.npz), "
+                                    "the LFP ElectricalSeries of an NWB file (.nwb; chosen as `rtdecode distill` does, "
+                                    "or by --nwb-lfp / --mapping; microvolts, channels labelled by electrode id) or one "
+                                    "numeric stream of an XDF file (.xdf, .xdfz; needs pyxdf: pip install "
+                                    "'rtdecode[replay]'). Prints `READY <t0> <source_id>` once the outlet exists.")  # fmt: skip
+    rp.add_argument("recording", metavar="FILE", help="the file to play: .npz, .nwb, .xdf or .xdfz")
+    rp.add_argument("--name", default="LFP", help="LSL stream name")
+    rp.add_argument("--type", default="LFP", help="LSL stream type")
+    rp.add_argument("--source-id", dest="source_id", metavar="ID", help="LSL source_id (default: a new random one)")
+    rp.add_argument("--chunk", type=positive_int, default=10, metavar="SAMPLES", help="samples per push")
+    rp.add_argument("--loop", action="store_true", help="start again at the end (default: stop at the end)")
+    rp.add_argument("--speed", type=positive_float, default=1.0, metavar="FACTOR", help="playback rate relative to real time")
+    rp.add_argument("--duration", type=positive_float, metavar="SECONDS", help="stop after this many seconds of wall time (default: the whole file)")
+    rp.add_argument("--nwb-lfp", dest="nwb_lfp", metavar="SERIES",
+                    help="NWB: the ElectricalSeries to play, a path in the file or its name (default: as `rtdecode distill` finds the LFP)")  # fmt: skip
+    rp.add_argument("--mapping", metavar="TOML",
+                    help="NWB: a distill config (its [data.nwb] table, per-file overrides applied) or a TOML with an [nwb] "
+                         "table: the same mapping as training; --nwb-lfp wins (default: none)")  # fmt: skip
+    rp.add_argument("--xdf-stream", dest="xdf_stream", metavar="NAME_OR_TYPE",
+                    help="XDF: the stream to play, by name or type (default: the only numeric stream with a sampling rate)")  # fmt: skip
+    rp.set_defaults(func=cmd_replay)
+
+    i = sub.add_parser("info", help="validate a bundle and describe it")
+    i.add_argument("bundle", metavar="DIR", help="decoder bundle folder")
+    i.add_argument("--json", action="store_true", help="print the manifest (without the chain coefficients) as JSON only")
+    i.set_defaults(func=cmd_info)
+
+    c = sub.add_parser("compile", help="build a TensorRT engine into a bundle (needs a GPU and the gpu extra)")
+    c.add_argument("bundle", metavar="DIR", help="decoder bundle folder")
+    c.add_argument("--fp16", action="store_true", help="allow FP16 kernels")
+    c.add_argument("--int8", action="store_true", help="INT8 with calibration (needs --calib)")
+    c.add_argument("--calib", metavar="FILE", help=".npz of feature windows for INT8 calibration")
+    c.add_argument("--workspace-mb", dest="workspace_mb", type=positive_int, default=1024, metavar="MB",
+                   help="TensorRT builder workspace, MiB")  # fmt: skip
+    c.add_argument("--timing-cache", dest="timing_cache", metavar="FILE", help="TensorRT timing cache to read and update")
+    c.add_argument("--no-check", dest="no_check", action="store_true", help="skip the parity check against ONNX Runtime")
+    c.set_defaults(func=cmd_compile)
+
+    d = sub.add_parser("distill", help="teacher -> distilled LFP student -> bundle (needs the train extra)")
+    d.add_argument("--config", required=True, metavar="FILE", help="distill config (e.g. configs/distill_tiny.toml)")
+    d.add_argument("--out", metavar="DIR", help="run folder (default: runs/<config name>)")
+    d.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    d.set_defaults(func=cmd_distill)
+
+    s = sub.add_parser("simulate", help="simulate multi-session recordings (NWB) with the built-in simulator")
+    s.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty, or see --overwrite)")
+    s.add_argument("--overwrite", action="store_true", help="write into a non-empty --out, replacing an earlier simulation's files")
+    s.add_argument("--sessions", type=positive_int, default=4, metavar="N", help="number of sessions")
+    s.add_argument("--minutes", type=positive_float, default=2.0, metavar="MINUTES", help="length of each session")
+    s.add_argument("--channels", type=positive_int, default=96, metavar="N", help="LFP channels")
+    s.add_argument("--seed", type=nonneg_int, default=0, metavar="N", help="random seed")
+    s.add_argument("--config", metavar="FILE", help="TOML with a [simulate] table of SimConfig knobs")
+    s.add_argument("--family", default="linear", choices=("linear", "dynamics", "hga"),
+                   help="generative family (offline.data.families, docs/families.md); linear: the simulator above")  # fmt: skip
+    s.set_defaults(func=cmd_simulate)
+
+    dm = sub.add_parser("demo", help="the whole loop on simulated data: distill, replay over LSL, decode live, score")
+    dm.add_argument("--out", default="runs/demo", metavar="DIR", help="work folder")
+    dm.add_argument("--config", default=None, metavar="FILE", help="distill config (default: configs/distill_tiny.toml)")
+    dm.add_argument("--duration", "--seconds", dest="seconds", type=positive_float, default=20.0, metavar="SECONDS",
+                    help="seconds of the held-out session to replay")  # fmt: skip
+    dm.add_argument("--address", type=zmq_address, default="tcp://127.0.0.1:5599", metavar="ADDRESS", help="ZeroMQ PUB address")
+    dm.add_argument("--quick", action="store_true", help="skip distillation: a lagged ridge LFP decoder")
+    dm.set_defaults(func=cmd_demo)
+
+    bn = sub.add_parser("bench", help="latency benchmark: replay over LSL -> rtdecode run -> ZeroMQ, against peers (bench extra)")
+    bn.add_argument("--out", default="runs/bench", metavar="DIR", help="report folder")
+    bn.add_argument("--channels", type=positive_int, default=96, metavar="N", help="stream channels")
+    bn.add_argument("--rate", type=positive_float, default=1000.0, metavar="HZ", help="sampling rate")
+    bn.add_argument("--chunk", type=positive_int, default=10, metavar="SAMPLES", help="samples per LSL push")
+    bn.add_argument("--bin-ms", dest="bin_ms", type=positive_float, default=10.0, metavar="MS", help="bin width")
+    bn.add_argument("--window", type=positive_int, default=32, metavar="BINS", help="model window")
+    bn.add_argument("--model", choices=["auto", "student", "linear"], default="auto", help="decoder to time")
+    bn.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], default="auto", help="inference backend")
+    bn.add_argument("--threads", type=positive_int, default=1, metavar="N", help="inference threads")
+    bn.add_argument("--duration", type=positive_float, default=60.0, metavar="SECONDS", help="stream per consumer")
+    bn.add_argument("--warmup", type=nonneg_float, default=1.0, metavar="SECONDS", help="left out of the percentiles")
+    bn.add_argument("--lead", type=nonneg_float, default=3.0, metavar="SECONDS", help="extra stream for a consumer to start")
+    bn.add_argument("--peers", default="baseline,mne-lsl,timeflux", metavar="LIST", help="comma list of peers, or none")
+    bn.add_argument("--seed", type=nonneg_int, default=0, metavar="N", help="random seed of the model weights")
+    bn.add_argument("--stamping", choices=["schedule", "arrival"], default="schedule",
+                    help="replay stamps: by the sample schedule, or at push time with 0-3 ms jitter as acquisition "
+                         "software does")  # fmt: skip
+    bn.add_argument("--scaling", action="store_true", help="rtdecode alone over channel counts and windows")
+    bn.add_argument("--scaling-channels", dest="scaling_channels", type=int_list, default="96,256,512,1024",
+                    metavar="LIST", help="channel counts for --scaling")  # fmt: skip
+    bn.add_argument("--scaling-windows", dest="scaling_windows", type=int_list, default="8,16,32,64",
+                    metavar="LIST", help="model windows (bins) for --scaling")  # fmt: skip
+    bn.set_defaults(func=cmd_bench)
+
+    an = sub.add_parser("analyze", help="alignment analysis of a finished distill run: teacher vs student latents (train extra)")
+    an.add_argument("run", metavar="RUN", help="run folder of `rtdecode distill --out` (or its bundle folder)")
+    an.add_argument("--out", default=None, metavar="DIR", help="report folder (default: RUN/analysis)")
+    an.set_defaults(func=cmd_analyze)
+    r.set_defaults(_flags={a.dest: max(a.option_strings, key=len) for a in r._actions if a.option_strings})
+    return p
+
+
+# -- errors -----------------------------------------------------------------------------------
+# user errors (exit 2, one line): (module, class); looked up only in modules already imported,
+# so that catching them imports nothing (a class whose module was never imported cannot be raised)
+USER_ERRORS = (
+    ("rtdecode.config", "ConfigError"),  # also offline's config errors (AnalysisError, ...) by subclassing
+    ("rtdecode.bundle", "BundleError"),
+    ("rtdecode.backends.base", "BackendError"),  # CompileError too
+    ("rtdecode.dsp.spec", "ChainSpecError"),
+    ("rtdecode.recording", "RecordingError"),
+    ("rtdecode.sources.lsl", "StreamNotFoundError"),
+    ("rtdecode.sources.lsl", "StreamMismatchError"),
+    ("rtdecode.sources.lsl", "AmbiguousStreamError"),
+    ("rtdecode.sinks.zmq", "PublishAddressError"),
+    ("offline.data.nwb", "NWBMappingError"),
+    ("offline.data.session", "SessionError"),
+)
+# known failures while running (exit 1, one line): the message says what failed and where its log is
+RUN_ERRORS = (("rtdecode.bench", "BenchError"), ("offline.export", "ExportError"))
+_OS_USER_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+_PREFIX = re.compile(r"^(?:rtdecode(?: [\w-]+)?: (?:error: )?)+")
+
+
+def _classes(table, base: tuple[type, ...] = ()) -> tuple[type, ...]:
+    out: list[type] = list(base)
+    for mod, name in table:
+        m = sys.modules.get(mod)
+        cls = getattr(m, name, None) if m is not None else None
+        if isinstance(cls, type):
+            out.append(cls)
+    return tuple(out)
+
+
+def error_message(e: BaseException) -> str:
+    """The exception's text without any `rtdecode <command>: ` prefix it already carries."""
+    if isinstance(e, OSError) and e.filename is not None and type(e) in _OS_USER_ERRORS:
+        return f"{e.strerror or type(e).__name__}: {e.filename}"
+    return _PREFIX.sub("", str(e)).strip() or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)  # bad usage: argparse prints `rtdecode <command>: error: ...`, exits 2
+    if extra:  # said by the command's parser, with its usage (not the top-level one's)
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+        sub.error(f"unrecognized arguments: {' '.join(extra)}")
+    quiet_liblsl(link_only=args.command in ("demo", "bench"))  # before anything imports pylsl
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        return 130
-    except Exception as e:  # known, user-facing errors: one clear line, no traceback
-        from .backends.base import BackendError
-        from .bundle import BundleError
-        from .dsp.spec import ChainSpecError
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        user = isinstance(e, _classes(USER_ERRORS, _OS_USER_ERRORS))
+        if not user and not isinstance(e, _classes(RUN_ERRORS)):
+            raise  # unexpected: the traceback, exit 1
+        if args.verbose:
+            import traceback
 
-        known = (ConfigError, BundleError, BackendError, ChainSpecError, FileNotFoundError)
-        try:
-            from .sources.lsl import StreamMismatchError, StreamNotFoundError
-
-            known += (StreamMismatchError, StreamNotFoundError)
-        except ImportError:
-            pass
-        if isinstance(e, known) and not args.verbose:
-            print(f"rtdecode {args.command}: error: {e}", file=sys.stderr)
-            return 2
-        raise
+            traceback.print_exc()
+        print(f"rtdecode {args.command}: error: {error_message(e)}", file=sys.stderr)
+        return EXIT_USAGE if user else EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -135,6 +135,14 @@ def main_demo(args) -> int:
     t = time.time()
     bundle, heldout = _demo_bundle(out, args.config, args.quick)
     print(f"[demo] bundle ready in {time.time() - t:.0f} s: {bundle.describe()}", flush=True)
+    print(f"[demo] bundle: {Path(bundle.path).resolve()} (rtdecode info / rtdecode run --bundle this folder)", flush=True)
+    choice = (bundle.manifest.get("provenance") or {}).get("decoder_choice")
+    if choice:  # which decoder the run found best on validation, and by how much
+        vals = ", ".join(f"{k} {v:.3f}" for k, v in sorted(choice["val_r2"].items(), key=lambda kv: -kv[1]))
+        print(f"[demo] decoder in the bundle: {choice['chosen']} (export.choose = {choice['choose']!r}; "
+              f"validation R² {vals}; margin over {choice['runner_up']} {choice['margin']:+.3f})", flush=True)
+        if choice.get("warning"):
+            print(f"[demo] WARNING: {choice['warning']}", flush=True)
     res = live_decode(bundle, heldout, seconds=args.seconds, address=args.address, out=out)
     (out / "demo_result.json").write_text(json.dumps(res, indent=1))
     lat = res["latency_ms_bin_end_to_received"]
@@ -146,4 +154,5 @@ def main_demo(args) -> int:
     print(f"[demo] latency, bin's last sample -> message received: p50 {lat['p50']:.2f} ms, "
           f"p99 {lat['p99']:.2f} ms, max {lat['max']:.2f} ms; deadline overruns {res['overruns']}")  # fmt: skip
     print(f"[demo] details: {out / 'demo_result.json'}")
+    print(f"[demo] bundle: {Path(bundle.path).resolve()}")
     return 0

@@ -4,6 +4,10 @@ Keys: ``format`` ("rtdecode-recording"), ``version`` (int), ``data`` (n_samples,
 float32, ``sampling_rate`` (scalar), optional ``channel_names`` (str array),
 ``behavior`` (n_bins, n_outputs) float32, ``behavior_names``, ``behavior_rate``, and
 ``meta`` (a JSON string). Used by `rtdecode replay` and by the tests.
+
+`load_any(path)` also reads what `rtdecode replay` plays from other tools: the LFP
+ElectricalSeries of an NWB file (chosen by an `offline.data.nwb.NWBMapping`, as for training:
+needs pynwb) and one numeric stream of an XDF file (needs pyxdf); both in the `replay` extra.
 """
 
 from __future__ import annotations
@@ -17,8 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ._fs import atomic_file
+
 FORMAT = "rtdecode-recording"
 VERSION = 1
+FORMATS = "rtdecode recordings (.npz), NWB files (.nwb) and XDF files (.xdf, .xdfz)"
+_MAGIC = {"npz": (b"PK\x03\x04", b"PK\x05\x06"), "nwb": (b"\x89HDF\r\n\x1a\n",), "xdf": (b"XDF:",), "xdfz": (b"\x1f\x8b",)}
 
 
 class RecordingError(ValueError):
@@ -103,21 +111,15 @@ class Recording:
             arrays["behavior_rate"] = np.array(self.behavior_rate)
             if self.behavior_names is not None:
                 arrays["behavior_names"] = np.array(self.behavior_names, dtype=str)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path) as f:  # the umask's permissions, unlike mkstemp's 0600
+            np.savez(f, **arrays)
 
     @classmethod
     def load(cls, path) -> "Recording":
         path = Path(path)
         if not path.is_file():
             raise RecordingError(f"{path}: no such recording file")
+        _check_magic(path, "npz", "an .npz (zip) archive")  # np.load would try a pickle, and say so
         try:
             with open(path, "rb") as f:  # our handle: np.load leaks its own on a corrupt zip
                 z = np.load(f, allow_pickle=False)
@@ -126,13 +128,15 @@ class Recording:
                 with z:
                     arrays = {k: z[k] for k in z.files}
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+            why = "it holds Python objects, which rtdecode never unpickles" if "pickle" in str(e) else f"{type(e).__name__}: {e}"
             raise RecordingError(
-                f"{path}: not a readable rtdecode recording (.npz): {type(e).__name__}: {e}. "
+                f"{path}: not a readable rtdecode recording (.npz): {why}. "
                 f"Re-create it (Recording.save) or check that the copy is complete."
             ) from None
-        fmt = str(arrays.get("format", ""))
+        fmt = str(arrays.get("format", "")) if "format" in arrays and arrays["format"].dtype.kind in "US" else ""
         if fmt != FORMAT:
-            raise RecordingError(f"{path}: field 'format' is {fmt!r}, expected {FORMAT!r}: not an rtdecode recording")
+            raise RecordingError(f"{path}: field 'format' is {fmt!r}, expected {FORMAT!r}: an .npz, but not an rtdecode "
+                                 f"recording (rtdecode replay reads {FORMATS})")  # fmt: skip
         version = int(arrays.get("version", -1))
         if version > VERSION:
             raise RecordingError(
@@ -156,3 +160,148 @@ class Recording:
             raise RecordingError(f"{path}: {e}") from None
         except (ValueError, TypeError) as e:
             raise RecordingError(f"{path}: malformed field: {e}") from None
+
+
+# ------------------------------------------------------------------------------------------
+# other tools' files (rtdecode replay)
+
+
+def _check_magic(path: Path, kind: str, what: str) -> None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise RecordingError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if not any(head.startswith(m) for m in _MAGIC[kind]):
+        raise RecordingError(f"{path}: not {what} (it does not start like one); rtdecode replay reads {FORMATS}")
+
+
+def _kind(path: Path) -> str | None:
+    name = path.name.lower()
+    for kind, ends in (("npz", (".npz",)), ("nwb", (".nwb",)), ("xdf", (".xdf",)), ("xdfz", (".xdfz", ".xdf.gz"))):
+        if name.endswith(ends):
+            return kind
+    return None
+
+
+def load_any(path, *, nwb_mapping=None, xdf_stream: str | None = None, max_seconds: float | None = None) -> Recording:
+    """A file `rtdecode replay` can play, as a Recording, by its extension: .npz (this
+    module's format), .nwb (the LFP ElectricalSeries `nwb_mapping` chooses, an
+    `offline.data.nwb.NWBMapping`; in microvolts, channels named by electrode id as in
+    training; at most `max_seconds`), .xdf/.xdfz (the numeric stream named or typed
+    `xdf_stream`, else the only one with a sampling rate). Anything else: RecordingError."""
+    path = Path(path)
+    if path.is_dir():
+        raise RecordingError(f"{path} is a folder; rtdecode replay plays one file: {FORMATS}")
+    if not path.exists():
+        raise RecordingError(f"{path}: no such file; rtdecode replay reads {FORMATS}")
+    kind = _kind(path)
+    if kind is None:
+        raise RecordingError(f"{path}: unknown file type {path.suffix or '(no extension)'!r}; rtdecode replay reads {FORMATS}")
+    if kind == "npz":
+        return Recording.load(path)
+    if kind == "nwb":
+        return _load_nwb(path, nwb_mapping, max_seconds)
+    return _load_xdf(path, kind, xdf_stream)
+
+
+def _load_nwb(path: Path, mapping, max_seconds: float | None) -> Recording:
+    _check_magic(path, "nwb", "an NWB (HDF5) file")
+    try:
+        import pynwb  # noqa: F401
+    except ImportError:
+        raise RecordingError(f"{path}: playing NWB files needs pynwb: pip install 'rtdecode[replay]'") from None
+    from offline.data.nwb import NWBMappingError, read_lfp
+
+    try:
+        data, info = read_lfp(path, mapping, max_seconds=max_seconds)  # only what will be played is loaded
+    except NWBMappingError as e:
+        raise RecordingError(f"{e}\n(choose the series with --nwb-lfp PATH, or --mapping TOML)") from None
+    except (OSError, KeyError, ValueError, TypeError, AttributeError) as e:
+        raise RecordingError(f"{path}: not a readable NWB file ({type(e).__name__}: {e})") from None
+    if data.shape[0] < 1:
+        raise RecordingError(f"{path}: {info.path} holds no samples")
+    meta = {"source": str(path), "format": "nwb", "series": info.path, "t0": info.t0, "unit": "uV"}
+    return Recording(data, info.rate, channel_names=[str(c) for c in info.channel_ids], meta=meta)
+
+
+def _xdf_field(info: dict, key: str, default=""):
+    v = info.get(key)
+    return v[0] if isinstance(v, list) and v else (default if v is None or v == [] else v)
+
+
+def _load_xdf(path: Path, kind: str, stream: str | None) -> Recording:
+    _check_magic(path, kind, "an XDF file" if kind == "xdf" else "a gzip-compressed XDF file")
+    try:
+        import pyxdf
+    except ImportError:
+        raise RecordingError(f"{path}: playing XDF files needs pyxdf: pip install 'rtdecode[replay]' (or pip install pyxdf)") from None
+    try:
+        streams, _ = pyxdf.load_xdf(str(path), synchronize_clocks=False, dejitter_timestamps=False)
+    except Exception as e:  # pyxdf raises bare Exception/IOError/RuntimeError for malformed files
+        raise RecordingError(f"{path}: not a readable XDF file ({type(e).__name__}: {e})") from None
+
+    def describe(s) -> str:
+        i = s["info"]
+        n = len(s["time_series"])
+        return (f"{_xdf_field(i, 'name')!r} (type {_xdf_field(i, 'type')!r}, {_xdf_field(i, 'channel_count')} ch, "
+                f"{float(_xdf_field(i, 'nominal_srate', 0) or 0):g} Hz, {_xdf_field(i, 'channel_format')}, {n} samples)")  # fmt: skip
+
+    def playable(s) -> bool:
+        i = s["info"]
+        return (_xdf_field(i, "channel_format") != "string" and float(_xdf_field(i, "nominal_srate", 0) or 0) > 0
+                and len(s["time_series"]) > 0)  # fmt: skip
+
+    listing = "; ".join(describe(s) for s in streams) or "no streams"
+    if stream:
+        cands = [s for s in streams if stream in (_xdf_field(s["info"], "name"), _xdf_field(s["info"], "type"))]
+        if not cands:
+            raise RecordingError(f"{path}: no stream named or typed {stream!r}; the file has: {listing}")
+        if len(cands) > 1:
+            raise RecordingError(f"{path}: {len(cands)} streams are named or typed {stream!r}: "
+                                 f"{'; '.join(describe(s) for s in cands)}; pass the name of one with --xdf-stream")  # fmt: skip
+        s = cands[0]
+        if not playable(s):
+            raise RecordingError(f"{path}: stream {describe(s)} cannot be replayed: it needs numeric samples at a "
+                                 "nominal rate (irregular and string streams are not played)")  # fmt: skip
+    else:
+        cands = [s for s in streams if playable(s)]
+        if len(cands) != 1:
+            what = "no stream with numeric samples at a nominal rate" if not cands else f"{len(cands)} streams could be played"
+            raise RecordingError(f"{path}: {what}; the file has: {listing}. Choose one with --xdf-stream NAME")
+        s = cands[0]
+    info = s["info"]
+    data = np.asarray(s["time_series"], dtype=np.float32)
+    if data.ndim == 1:
+        data = data[:, None]
+    labels = None
+    desc = _xdf_field(info, "desc", None)
+    try:
+        chans = desc["channels"][0]["channel"] if isinstance(desc, dict) else None
+        labels = [str(_xdf_field(c, "label")) for c in chans] if chans else None
+    except (KeyError, IndexError, TypeError):
+        labels = None
+    if labels is not None and (len(labels) != data.shape[1] or not all(labels)):
+        labels = None
+    meta = {"source": str(path), "format": "xdf", "stream": str(_xdf_field(info, "name")), "type": str(_xdf_field(info, "type"))}
+    return Recording(data, float(_xdf_field(info, "nominal_srate")), channel_names=labels, meta=meta)
+
+
+def nwb_mapping_for(path, toml: str | None = None, lfp: str | None = None):
+    """The NWBMapping `rtdecode replay` uses for NWB file `path`: the [data.nwb] table of a
+    distill config (or an [nwb] table) in `toml`, its per-file overrides applied, then `lfp`."""
+    from dataclasses import replace
+
+    from offline.data.nwb import NWBConfig, NWBMapping
+
+    from .config import ConfigError, load_toml
+
+    m = NWBMapping()
+    if toml:
+        d = load_toml(toml)
+        table = d.get("data", {}).get("nwb") if isinstance(d.get("data"), dict) and "nwb" in d["data"] else d.get("nwb")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{toml}: no [data.nwb] or [nwb] table (found: {sorted(d) or 'nothing'}); "
+                              "put the keys of offline.data.nwb.NWBMapping there")  # fmt: skip
+        m = NWBConfig.from_dict(table, where=f"{toml} [data.nwb]").for_file(path)
+    return replace(m, lfp=lfp) if lfp else m

@@ -49,15 +49,25 @@ def replay(
     duration: float | None = None,
     stop_event: threading.Event | None = None,
     on_start: Callable[[dict], None] | None = None,
+    stamping: str = "schedule",
+    jitter_s: float = 0.003,
 ) -> int:
     """Push `recording` to a new LSL outlet; returns the number of samples pushed.
 
     Stops at the end of the recording (or loops), after `duration` seconds of wall time,
-    or when `stop_event` is set. `on_start(info_dict)` is called once the outlet exists."""
+    or when `stop_event` is set. `on_start(info_dict)` is called once the outlet exists.
+    stamping="arrival" stamps each chunk as acquisition software does: `local_clock()` at
+    push time plus a uniform 0..jitter_s (liblsl back-dates the chunk's other samples),
+    instead of the schedule time (speed 1 only)."""
+    if stamping not in ("schedule", "arrival"):
+        raise ValueError(f"stamping must be 'schedule' or 'arrival', got {stamping!r}")
+    jitter_rng = np.random.default_rng()
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    if not speed > 0:
-        raise ValueError(f"speed must be > 0, got {speed}")
+    if not (speed > 0 and np.isfinite(speed)):
+        raise ValueError(f"speed must be a finite number > 0, got {speed}")
+    if duration is not None and not (duration > 0):
+        raise ValueError(f"duration must be > 0 seconds (None: the whole recording), got {duration}")
     source_id = source_id or f"rtdecode-replay-{uuid.uuid4().hex[:12]}"
     info = make_info(recording, name, type, source_id)
     outlet = pylsl.StreamOutlet(info, chunk_size=chunk_size, max_buffered=max(1, int(np.ceil(10 / speed))))
@@ -97,7 +107,9 @@ def replay(
                 chunk = np.concatenate([head, data[:pos]])
             if pos == n_total:
                 pos = 0
-            if speed == 1.0:  # liblsl back-dates the chunk's other samples by 1 / nominal rate
+            if stamping == "arrival":  # the clock at push time, with the pusher's jitter
+                outlet.push_chunk(chunk, pylsl.local_clock() + jitter_rng.uniform(0.0, jitter_s))
+            elif speed == 1.0:  # liblsl back-dates the chunk's other samples by 1 / nominal rate
                 outlet.push_chunk(chunk, due)
             else:  # stamp every sample: the nominal back-dating would not match the faster clock
                 outlet.push_chunk(chunk, (t0 + (pushed + np.arange(c)) / rate_eff).tolist())

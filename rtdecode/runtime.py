@@ -1,9 +1,13 @@
 """The real-time loop: pull chunk -> signal chain -> per bin: window, infer, publish.
 
 One message per bin (sequence number, LSL timestamp of the bin's last sample,
-publish time, processing latency, flags, values). A deadline per bin (the bin width
-by default): overruns are counted, flagged and reported. Telemetry goes out on the
-`status` topic once a second and into a summary at shutdown.
+publish time, processing latency, age, flags, values). A deadline per bin (the bin
+width by default), measured from the bin's last sample (its dejittered, clock-corrected
+LSL time, on the same clock as `local_clock()`) to publication, so time spent waiting in
+the inlet or behind a slow step counts: overruns are counted, flagged and reported.
+Telemetry goes out on the `status` topic once a second and into a summary at shutdown.
+The status line is written by a low-priority thread, never by the loop, and with
+`--lsl-out NAME` every decoded bin also goes to an LSL outlet stamped with its `t_lsl`.
 
 The loop knows its source, sink and backend only through the small surfaces they
 expose (`pull`/`data`/`timestamps`/`poll_reconnect`, `publish_*`, `infer`), and the
@@ -13,6 +17,8 @@ hot path (per chunk, per bin) allocates no arrays and logs nothing.
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import signal
 import sys
 import threading
@@ -67,7 +73,8 @@ class RunConfig:
     source_id: str | None = None
     duration_s: float | None = None
     summary_path: str | None = None
-    quiet: bool = False
+    quiet: bool = False  # hides the status line only
+    lsl_out: str | None = None  # also publish the decoded bins on an LSL outlet of this name
 
 
 @dataclass
@@ -85,25 +92,29 @@ class Telemetry:
     reconnects: int = 0
     repaired_chunks: int = 0
     samples: int = 0
-    lat: np.ndarray = field(default=None)  # type: ignore[assignment]
+    lat: np.ndarray = field(default=None)  # type: ignore[assignment]  # processing latency, ms
+    age: np.ndarray = field(default=None)  # type: ignore[assignment]  # bin's last sample -> publish, ms
     _n: int = 0
     _mark: int = 0
 
     def __post_init__(self):
         self.lat = np.zeros(self.capacity, dtype=np.float64)
+        self.age = np.zeros(self.capacity, dtype=np.float64)
 
-    def record(self, latency_ms: float) -> None:
-        self.lat[self._n % self.capacity] = latency_ms
+    def record(self, latency_ms: float, age_ms: float = float("nan")) -> None:
+        i = self._n % self.capacity
+        self.lat[i] = latency_ms
+        self.age[i] = age_ms
         self._n += 1
 
-    def percentiles(self, since_mark: bool = False) -> dict:
+    def percentiles(self, since_mark: bool = False, which: str = "lat") -> dict:
         n = self._n - (self._mark if since_mark else 0)
         n = min(n, self.capacity)
         if n <= 0:
             return {"p50": None, "p90": None, "p99": None, "max": None, "n": 0}
         end = self._n % self.capacity
         idx = (np.arange(end - n, end)) % self.capacity
-        v = self.lat[idx]
+        v = (self.age if which == "age" else self.lat)[idx]
         p = np.percentile(v, [50, 90, 99])
         return {"p50": float(p[0]), "p90": float(p[1]), "p99": float(p[2]), "max": float(v.max()), "n": int(n)}
 
@@ -114,8 +125,11 @@ class Telemetry:
 class Runtime:
     """Owns the loop. Build with `Runtime.from_config` or pass the parts (tests, bench)."""
 
-    def __init__(self, bundle: Bundle, source, sink, backend, cfg: RunConfig, backend_reason: str = ""):
+    def __init__(self, bundle: Bundle, source, sink, backend, cfg: RunConfig, backend_reason: str = "",
+                 lsl_out=None):  # fmt: skip
         self.bundle, self.source, self.sink, self.backend, self.cfg = bundle, source, sink, backend, cfg
+        self.lsl_out = lsl_out  # optional second sink: rtdecode.sinks.lsl_out.LslOutlet
+        self._printer: _StatusPrinter | None = None
         self.backend_reason = backend_reason or getattr(backend, "name", "?")
         spec = bundle.chain
         self.chain = SignalChain(spec, max_chunk=cfg.max_chunk)
@@ -140,9 +154,10 @@ class Runtime:
         self._samples_at_check = 0
         self._carry_flags = 0
         self._one = np.zeros((1, 1, spec.n_features), dtype=np.float32)  # streaming input
-        self._pending_flags = FLAG_RECONNECTED  # first bins: filters warming up
+        self._pending_flags = 0  # RECONNECTED after a reconnect or reset; a fresh start is only WARMUP
         self._warm_bins = 0
-        self._warm_needed = self.ring.n_bins
+        # WARMUP until the model window is full of real bins and the filters have settled
+        self._warm_needed = max(self.ring.n_bins, self.chain.settle_bins)
         self._signals = 0
         self._chain_ms = 0.0  # chain time of the chunk that completed the current bins
         self._t_start = 0.0
@@ -168,19 +183,25 @@ class Runtime:
             pull_timeout=cfg.pull_timeout_s,
             source_id=cfg.source_id,
         )
-        sink = None
+        sink = lsl_out = None
         try:
             # bind first: subscribers can connect while the stream is being resolved,
             # so they miss no bin (ZeroMQ's slow-joiner problem)
             sink = ZmqPublisher(cfg.address)
+            if cfg.lsl_out:
+                from .sinks.lsl_out import LslOutlet
+
+                lsl_out = LslOutlet(cfg.lsl_out, bundle.output_names, bundle.output_units,
+                                    bundle.chain.bin_rate, bundle=str(bundle.path))  # fmt: skip
             source.open()
         except BaseException:
             source.close()
             backend.close()
-            if sink is not None:
-                sink.close()
+            for part in (sink, lsl_out):
+                if part is not None:
+                    part.close()
             raise
-        return cls(bundle, source, sink, backend, cfg, backend_reason=reason)
+        return cls(bundle, source, sink, backend, cfg, backend_reason=reason, lsl_out=lsl_out)
 
     # -- the loop -----------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -210,6 +231,8 @@ class Runtime:
         self._t_start = self._last_status = local_clock()
         t_end = self._t_start + cfg.duration_s if cfg.duration_s else float("inf")
         src = self.source
+        if not cfg.quiet and self._printer is None:
+            self._printer = _StatusPrinter()
         try:
             while not self.stop_event.is_set():
                 n = src.pull()
@@ -275,10 +298,12 @@ class Runtime:
             if at:
                 self._process(data[:at], at, ts[:at], flags, t_arrive)
             if gap <= self._max_fill:
-                self._fill_gap(gap, t_arrive)
+                self._fill_gap(gap, t_arrive, float(ts[at]))  # the bins it completes, and the next one: GAP
             else:
                 self._reset(FLAG_GAP | FLAG_RECONNECTED)
-            self._process(data[at:n], n - at, ts[at:n], flags | FLAG_GAP | self._pending_flags, t_arrive)
+            # the real samples after the gap: only the bin that still holds filled ones is GAP
+            # (the source may have settled the gap's size on a longer stretch of them)
+            self._process(data[at:n], n - at, ts[at:n], flags | self._pending_flags, t_arrive)
 
     def _process(self, data: np.ndarray, n: int, ts: np.ndarray, flags: int, t_arrive: float) -> None:
         if n <= 0:
@@ -287,23 +312,25 @@ class Runtime:
         bins = self.chain.process(data, n)
         self._chain_ms = (local_clock() - t0) * 1e3  # published per bin (chain_ms)
         # a flagged sample may sit in a bin that completes in a later pull: carry its flags
-        flags |= self._carry_flags
+        # to the first bin this pull completes
+        carry = self._carry_flags
         if bins.shape[0]:
-            self._on_bins(bins, bins.shape[0], flags, t_arrive, ts)
+            self._on_bins(bins, bins.shape[0], flags, t_arrive, ts, carry)
             self._carry_flags = flags & _CARRIED if self.chain.samples_in_bin else 0
         else:
-            self._carry_flags = flags & _CARRIED
+            self._carry_flags = (flags | carry) & _CARRIED
         self._last_good[:] = data[n - 1]
         self._last_ts = ts[n - 1]
 
-    def _fill_gap(self, gap: int, t_arrive: float) -> None:
+    def _fill_gap(self, gap: int, t_arrive: float, t_next: float | None = None) -> None:
         """Keep the bin cadence across a short gap: feed the last good sample `gap` times;
         bins completed by filled samples are decoded and published with FLAG_GAP, stamped
-        with the times the missing samples would have had."""
+        with the times the missing samples would have had (evenly between the samples
+        around the gap, on the source's dejittered clock)."""
         fill = self._fill
         fill[:] = self._last_good
-        dt = 1.0 / self.bundle.chain.fs
         t0 = self._last_ts
+        dt = (t_next - t0) / (gap + 1) if t_next is not None else 1.0 / self.bundle.chain.fs
         left = gap
         while left > 0:
             m = min(left, fill.shape[0])
@@ -311,10 +338,12 @@ class Runtime:
             self._fill_ts[:m] += t0
             bins = self.chain.process(fill, m)
             if bins.shape[0]:
-                self._on_bins(bins, bins.shape[0], FLAG_GAP | self._pending_flags | self._carry_flags, t_arrive, self._fill_ts)
+                self._on_bins(bins, bins.shape[0], FLAG_GAP | self._pending_flags, t_arrive, self._fill_ts,
+                              self._carry_flags)  # fmt: skip
                 self._carry_flags = 0
             t0 = self._fill_ts[m - 1]
             left -= m
+        self._carry_flags |= FLAG_GAP  # the next bin holds filled samples, or follows them
         self.tel.filled_samples += gap
 
     def _repair(self, data: np.ndarray, n: int) -> None:
@@ -340,32 +369,41 @@ class Runtime:
             return self.backend.infer(self._one)
         return None
 
-    def _on_bins(self, bins: np.ndarray, k: int, flags: int, t_arrive: float, ts: np.ndarray) -> None:
+    def _on_bins(self, bins: np.ndarray, k: int, flags: int, t_arrive: float, ts: np.ndarray, carry: int = 0) -> None:
 
         ends = self.chain.ends
         newest_only = self.cfg.stall_policy == "newest"
+        deadline_s = self.deadline_ms / 1e3
+        lsl_out = self.lsl_out
+        shift = getattr(self.source, "clock_shift", 0.0)  # the stream's stamps jumped back this much (clock resets)
         for j in range(k):
             t_inf = local_clock()
+            t_lsl = float(ts[ends[j]])  # the bin's last sample, dejittered, on local_clock()
             y = self._advance(bins[j])
-            if newest_only and j < k - 1:  # behind: catch up, decode only the newest bin
+            # behind: a bin already past its deadline is skipped when a newer one is waiting
+            if newest_only and j < k - 1 and t_inf - t_lsl - shift > deadline_s:
                 self.tel.skipped += 1
                 continue
             if y is None:
                 y = self.backend.infer(self.ring.window())
-            f = flags
+            f = flags | carry  # carried flags go to the first bin published
+            carry = 0
             if self._warm_bins < self._warm_needed:
                 f |= FLAG_WARMUP
             t_pub = local_clock()
             infer_ms = (t_pub - t_inf) * 1e3  # window push + inference of this bin
-            lat = (t_pub - t_arrive) * 1e3
-            if lat > self.deadline_ms:
+            lat = (t_pub - t_arrive) * 1e3  # processing: chunk in hand -> publish
+            age = (t_pub - t_lsl - shift) * 1e3  # the deadline's measure: bin's last sample -> publish
+            if age > self.deadline_ms:
                 f |= FLAG_OVERRUN
                 self.tel.overruns += 1
-            self.sink.publish_kinematics(self.seq, float(ts[ends[j]]), t_pub, lat, y, f,
-                                         chain_ms=self._chain_ms, infer_ms=infer_ms)  # fmt: skip
+            self.sink.publish_kinematics(self.seq, t_lsl, t_pub, lat, y, f,
+                                         chain_ms=self._chain_ms, infer_ms=infer_ms, age_ms=age)  # fmt: skip
+            if lsl_out is not None:
+                lsl_out.push(y, t_lsl)
             self.seq += 1
             self.tel.published += 1
-            self.tel.record(lat)
+            self.tel.record(lat, age)
         if self._warm_bins >= self._warm_needed:
             self._pending_flags = 0
 
@@ -404,6 +442,7 @@ class Runtime:
         self._check_channels()
         src_ev = getattr(self.source, "events", None)
         p = self.tel.percentiles(since_mark=True)
+        pa = self.tel.percentiles(since_mark=True, which="age")
         dt = now - self._last_status
         st = {
             "t": now,
@@ -412,9 +451,11 @@ class Runtime:
             "published": self.tel.published,
             "rate_hz": (p["n"] / dt) if dt > 0 else 0.0,
             "lat_ms": p,
+            "age_ms": pa,
             "overruns": self.tel.overruns,
             "skipped": self.tel.skipped,
             "gaps": self.tel.gaps,
+            "filled_samples": self.tel.filled_samples,
             "resets": self.tel.resets,
             "reconnects": self.tel.reconnects,
             "repaired_chunks": self.tel.repaired_chunks,
@@ -429,15 +470,9 @@ class Runtime:
         self.sink.publish_status(st)
         self.tel.mark()
         self._last_status = now
-        if not self.cfg.quiet:
-            p50 = f"{p['p50']:.2f}" if p["p50"] is not None else "-"
-            p99 = f"{p['p99']:.2f}" if p["p99"] is not None else "-"
-            state = "" if st["connected"] else "  [STREAM LOST: reconnecting]"
-            sys.stderr.write(
-                f"\r{st['rate_hz']:6.1f} bins/s  latency p50 {p50} ms p99 {p99} ms  overruns {self.tel.overruns}"
-                f"  gaps {self.tel.gaps}  reconnects {self.tel.reconnects}  [{self.backend_reason.split(' (')[0]}]{state}   "
-            )
-            sys.stderr.flush()
+        if self._printer is not None:  # formatted and written by the printer thread, never here
+            self._printer.put((st["rate_hz"], p["p50"], p["p99"], pa["p99"], self.tel.overruns, self.tel.gaps,
+                               self.tel.reconnects, self.backend_reason, st["connected"]))  # fmt: skip
 
     def summary(self) -> dict:
 
@@ -453,6 +488,7 @@ class Runtime:
             "overruns": self.tel.overruns,
             "deadline_ms": self.deadline_ms,
             "lat_ms": p,
+            "age_ms": self.tel.percentiles(which="age"),
             "gaps": self.tel.gaps,
             "filled_samples": self.tel.filled_samples,
             "resets": self.tel.resets,
@@ -465,11 +501,92 @@ class Runtime:
         }
 
     def close(self) -> None:
-        for part in (self.source, self.sink, self.backend):
+        printer, self._printer = self._printer, None
+        if printer is not None:
+            printer.close()
+        for part in (self.source, self.sink, self.backend, self.lsl_out):
+            if part is None:
+                continue
             try:
                 part.close()
             except Exception as e:  # closing must not hide the real error
                 log.warning("closing %s: %s", type(part).__name__, e)
+
+
+class _StatusPrinter:
+    """Writes the status line from its own low-priority thread: the loop only hands it a
+    tuple (`SimpleQueue.put` never blocks), so a slow or blocked terminal, pipe or log
+    file never delays a bin."""
+
+    def __init__(self, stream=None):
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._stream = stream if stream is not None else sys.stderr
+        self._wrote = False
+        self._thread = threading.Thread(target=self._loop, name="rtdecode-status", daemon=True)
+        self._thread.start()
+
+    def put(self, item) -> None:
+        self._q.put(item)
+
+    def _loop(self) -> None:
+        try:  # Linux: a thread is a task with its own nice value
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):
+            pass
+        while True:
+            item = self._q.get()
+            if item is None:
+                break
+            rate, p50, p99, age99, overruns, gaps, reconnects, backend, connected = item
+            f = lambda v: f"{v:.2f}" if v is not None else "-"  # noqa: E731
+            state = "" if connected else "  [STREAM LOST: reconnecting]"
+            try:
+                self._stream.write(
+                    f"\r{rate:6.1f} bins/s  latency p50 {f(p50)} ms p99 {f(p99)} ms  age p99 {f(age99)} ms"
+                    f"  overruns {overruns}  gaps {gaps}  reconnects {reconnects}  [{backend.split(' (')[0]}]{state}   "
+                )
+                self._stream.flush()
+                self._wrote = True
+            except (OSError, ValueError):  # closed or broken stream: the loop must not care
+                pass
+        if self._wrote:
+            try:
+                self._stream.write("\n")
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass
+
+    def close(self, timeout: float = 1.0) -> None:
+        self._q.put(None)
+        self._thread.join(timeout)
+
+
+def _log_off_the_loop():
+    """Route the root logger's records through a queue to its handlers on another thread,
+    so a warning from the loop (stall, reconnect, flat channel) never writes to a terminal
+    or file from the real-time thread. Returns the listener (None if nothing to route)."""
+    import logging.handlers
+
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    if not handlers:
+        return None
+    q: queue.SimpleQueue = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(q, *handlers, respect_handler_level=True)
+    listener._rtdecode_handlers = handlers  # type: ignore[attr-defined]
+    listener._rtdecode_qh = logging.handlers.QueueHandler(q)  # type: ignore[attr-defined]
+    for h in handlers:
+        root.removeHandler(h)
+    root.addHandler(listener._rtdecode_qh)  # type: ignore[attr-defined]
+    listener.start()
+    return listener
+
+
+def _restore_handlers(listener) -> None:
+    root = logging.getLogger()
+    root.removeHandler(listener._rtdecode_qh)
+    for h in listener._rtdecode_handlers:
+        root.addHandler(h)
 
 
 def run(cfg: RunConfig) -> dict:
@@ -478,11 +595,16 @@ def run(cfg: RunConfig) -> dict:
 
     rt = Runtime.from_config(cfg)
     rt.install_signal_handlers()
-    if not cfg.quiet:
-        sys.stderr.write(f"{rt.bundle.describe()}\nbackend: {rt.backend_reason}\npublishing on {cfg.address}\n")
-    summary = rt.run()
-    if not cfg.quiet:
-        sys.stderr.write("\n")
+    out = f"; LSL outlet '{cfg.lsl_out}'" if cfg.lsl_out else ""
+    sys.stderr.write(f"{rt.bundle.describe()}\nbackend: {rt.backend_reason}\npublishing on {cfg.address}{out}\n")
+    sys.stderr.flush()
+    listener = _log_off_the_loop()
+    try:
+        summary = rt.run()
+    finally:
+        if listener is not None:
+            listener.stop()
+            _restore_handlers(listener)
     if cfg.summary_path:
         with open(cfg.summary_path, "w") as f:
             json.dump(summary, f, indent=1)

@@ -23,8 +23,9 @@ class Harness:
 
     def __init__(self, bundle, stream: str, backend_wrapper=None, **cfg):
         self.address = free_address()
+        cfg = {"quiet": True, "resolve_timeout_s": 20.0, "status_interval_s": 0.2, **cfg}
         self.cfg = RunConfig(stream=stream, bundle=str(bundle.path), address=self.address, backend="onnxruntime",
-                             quiet=True, resolve_timeout_s=20.0, status_interval_s=0.2, **cfg)  # fmt: skip
+                             **cfg)  # fmt: skip
         self.sub = Subscriber(self.address, topics=("kinematics", "status"))
         self.msgs: list[dict] = []
         self.status: list[dict] = []

@@ -13,7 +13,14 @@ Streams synthetic LFP-like data (sinusoids + noise) on a drift-free schedule and
   python tools/fault_outlet.py --name LFP --channels 96 --duration 1800 --fault-every 3 --seed 0
 
 Prints ``READY <t0> <source_id>`` once the outlet exists and one ``FAULT <t> <kind> <detail>``
-line per injected fault, so a harness can line up what it injected with what it saw.
+line per injected fault, so a harness can line up what it injected with what it saw (a
+``gap`` line ends with ``dropped=<n>``: exactly how many samples were never pushed).
+
+``--stamping arrival`` stamps each chunk as acquisition software does: ``local_clock()``
+when it is pushed, plus 0..``--jitter-ms`` (liblsl back-dates the chunk's other samples by
+the nominal period); a ``burst``'s backlog then goes out as one chunk stamped at push time,
+a ``reset`` subtracts 5 s from that clock. The default (``schedule``) stamps every sample
+on its drift-free schedule.
 """
 
 from __future__ import annotations
@@ -41,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fault-every", type=float, default=3.0, help="seconds between faults (0: none)")
     p.add_argument("--faults", default=",".join(KINDS), help=f"comma-separated subset of {','.join(KINDS)}")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stamping", choices=["schedule", "arrival"], default="schedule",
+                   help="schedule: every sample on its drift-free schedule; arrival: the clock at push time plus jitter")
+    p.add_argument("--jitter-ms", type=float, default=3.0, help="arrival stamping: uniform 0..this added per chunk")
     a = p.parse_args(argv)
     kinds = [k for k in a.faults.split(",") if k]
     bad = sorted(set(kinds) - set(KINDS))
@@ -75,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
             kind = kinds[rng.integers(len(kinds))]
             detail = ""
             if kind == "gap":
-                skip_until = k + int(rng.uniform(0.05, 0.4) * a.rate)
-                detail = f"{skip_until - k} samples"
+                want = int(rng.uniform(0.05, 0.4) * a.rate)
+                skip_until = k + want
+                dropped = -(-want // a.chunk) * a.chunk  # whole chunks are skipped
+                detail = f"{want} samples dropped={dropped}"
             elif kind == "nan":
                 x[rng.integers(a.chunk), rng.integers(a.channels)] = np.nan
                 x[rng.integers(a.chunk), rng.integers(a.channels)] = np.inf
@@ -105,7 +117,12 @@ def main(argv: list[str] | None = None) -> int:
             backlog_t.append(stamps)
             k = end
             continue
-        if backlog_x:
+        if a.stamping == "arrival":  # one stamp per push: the clock now (+ jitter, + the reset shift)
+            block = np.concatenate(backlog_x + [x]) if backlog_x else x
+            outlet.push_chunk(block, pylsl.local_clock() + rng.uniform(0, a.jitter_ms) / 1e3 + shift)
+            backlog_x.clear()
+            backlog_t.clear()
+        elif backlog_x:
             outlet.push_chunk(np.concatenate(backlog_x + [x]), np.concatenate(backlog_t + [stamps]).tolist())
             backlog_x.clear()
             backlog_t.clear()

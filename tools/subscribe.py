@@ -3,6 +3,7 @@
   python tools/subscribe.py                                   # print kinematics and status
   python tools/subscribe.py --count 1000 --out decoded.npz    # record 1000 bins
   python tools/subscribe.py --topics kinematics --out decoded.csv
+  python tools/subscribe.py --latest --period 0.05            # a 20 Hz task loop: always the newest bin
 
 Recording keeps, per kinematics message: seq, t_lsl, t_pub, t_recv (this host's
 pylsl.local_clock at receipt), lat_ms, flags and the values (one column per output name).
@@ -38,6 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=0.0, help="stop after this many seconds without a message")
     p.add_argument("--out", default=None, help="record kinematics to this .npz or .csv")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument("--latest", action="store_true",
+                   help="act like a task loop: take only the newest bin each time (Subscriber.latest), skip older ones")
+    p.add_argument("--period", type=float, default=0.0, help="with --latest: seconds the 'task' spends per step")
     return p.parse_args(argv)
 
 
@@ -74,7 +78,11 @@ def main(argv=None) -> int:
     last_msg = time.monotonic()
     with Subscriber(a.address, topics) as sub:
         while not stop and (a.count <= 0 or len(rows) < a.count):
-            got = sub.recv(timeout_ms=200)
+            if a.latest:
+                m = sub.latest(timeout_ms=200)
+                got = ("kinematics", m) if m is not None else None
+            else:
+                got = sub.recv(timeout_ms=200)
             now = time.monotonic()
             if got is None:
                 if a.timeout and now - last_msg > a.timeout:
@@ -92,13 +100,18 @@ def main(argv=None) -> int:
                 if not a.quiet:
                     named = dict(zip(sub.names or [], (round(v, 4) for v in values.tolist()))) or values.tolist()
                     fl = "|".join(flag_names(msg["flags"])) or "-"
-                    print(f"{msg['seq']:>8} {named} lat {msg['lat_ms']:.3f} ms flags {fl}")
+                    age = f" age {(t_recv - msg['t_lsl']) * 1e3:.1f} ms" if a.latest else ""
+                    print(f"{msg['seq']:>8} {named} lat {msg['lat_ms']:.3f} ms{age} flags {fl}")
+                if a.latest and a.period > 0:
+                    time.sleep(a.period)  # the task's step
             elif not a.quiet:
                 print(f"[{topic}] {json.dumps({k: v for k, v in msg.items() if k != 'hello'}, default=str)}")
-        missed, invalid, names, hello = sub.missed, sub.invalid, sub.names, sub.hello
+        missed, invalid, names, hello, skipped = sub.missed, sub.invalid, sub.names, sub.hello, sub.skipped
     if a.out:
         save(Path(a.out), rows, names, hello)
     line = f"received {len(rows)} kinematics, missed {missed}, invalid {invalid}"
+    if a.latest:
+        line += f", skipped {skipped} older bins (--latest)"
     if e2e:
         p50, p99, mx = np.percentile(e2e, [50, 99, 100])
         line += f"; last sample -> received: p50 {p50:.3f} ms, p99 {p99:.3f} ms, max {mx:.3f} ms"

@@ -2,31 +2,42 @@
 
     write_session(session, "s00.nwb")
     s = read_session("s00.nwb")                                   # default layout
-    s = read_session("theirs.nwb", NWBMapping(lfp="processing/ecephys_lfp/LFP/lfp",
-                                              behavior=("processing/beh/BehavioralTimeSeries/hand_vel",)))
+    s = read_session("theirs.nwb", NWBMapping(lfp="acquisition/ElectricalSeries",
+                                              outputs={"x": "hand_pos[0]", "y": "hand_pos[1]", "grip": "force"}))
 
 Layout written (and found by the defaults):
     processing/ecephys/LFP/lfp                        ElectricalSeries, microvolts (conversion 1e-6)
     units                                             Units table (spike times)
-    processing/behavior/Position/position             SpatialSeries (x, y)
-    processing/behavior/BehavioralTimeSeries/<name>   SpatialSeries velocity (vx, vy), TimeSeries others
+    processing/behavior/Position/position             SpatialSeries (x, y), unit "cm"
+    processing/behavior/BehavioralTimeSeries/<name>   SpatialSeries velocity (vx, vy, "cm/s"), TimeSeries others
     processing/simulation/latents                     TimeSeries (simulator only)
     scratch/rtdecode                                  JSON: behaviour names and order, meta
+
+Other layouts (`NWBMapping`, the `[data.nwb]` table of a distill config; `NWBConfig` adds
+per-file overrides): every object can be named by its path or, when that is unique in the
+file, by its bare name. `outputs` maps decoder outputs to series columns
+(``x = "hand_position[0]"``); with `derive_velocity`, outputs x, y (z) that have no vx, vy
+(vz) get one: the backward difference on the bin grid, v[i] = (p[i] - p[i-1]) / bin_width,
+v[0] = 0 (causal: bin i uses no later position), unit "<position unit>/s". When something is
+not found, `NWBMappingError` lists everything the file contains.
 
 Reading: the LFP is not loaded; `session.lfp` is a `LazyArray` over the HDF5 dataset (shape,
 slicing, np.asarray), so `rtdecode.dsp.compute_features` streams it block by block. Values
 are returned in microvolts (the series' conversion applied unless it already is 1e-6 V).
 Spikes are binned to `bin_width` on the LFP's time base; behaviour is read at bin centres
-(linear interpolation unless it is already sampled there).
+(linear interpolation unless it is already sampled there), with each series' `unit`
+(`session.behavior_units`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import fnmatch
 import json
 import os
+import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -43,21 +54,100 @@ class NWBMappingError(ValueError):
 @dataclass(frozen=True)
 class NWBMapping:
     """Which NWB object is which. Paths look like 'acquisition/ElectricalSeries',
-    'processing/ecephys/LFP/lfp', 'processing/behavior/Position/position'."""
+    'processing/ecephys/LFP/lfp', 'processing/behavior/Position/position'; a bare name
+    ('ElectricalSeries', 'hand_position') names the one object of that name in the file."""
 
     lfp: str = ""  # "": the only ElectricalSeries in processing/<ecephys_module>, else in processing, else in acquisition
     ecephys_module: str = "ecephys"
-    units: str = "units"
+    units: str = "units"  # the Units table (path or name)
+    unit_ids: str = ""  # "": the table's ids; else a column of it holding each unit's id (e.g. "cluster_id")
+    unit_filter: dict = field(default_factory=dict)  # keep units whose column value is listed: {quality = ["good"]}
     behavior: tuple[str, ...] = ()  # (): every TimeSeries/SpatialSeries under processing/<behavior_module>
     behavior_module: str = "behavior"
+    outputs: dict = field(default_factory=dict)  # output name -> series (path or name), "[k]": its column k
+    derive_velocity: bool = True  # outputs x, y (z) without vx, vy (vz): add the backward difference
     latents: str = "processing/simulation/latents"  # optional; read when present
     bin_width: float = 0.0  # s; 0: the file's rtdecode metadata, else 0.01
+
+    def __post_init__(self):
+        if self.outputs and self.behavior:
+            raise NWBMappingError("set either behavior (series paths, names from the file) or outputs (names -> series), "
+                                  "not both")  # fmt: skip
+        for k, v in self.outputs.items():
+            if not isinstance(v, str) or not _COL.match(v):
+                raise NWBMappingError(f"outputs.{k} = {v!r}: expected a series path or name, optionally with a "
+                                      "column, like \"hand_position[0]\"")  # fmt: skip
+        for k, v in self.unit_filter.items():
+            if not isinstance(v, list) or not v or not all(isinstance(x, (str, int)) for x in v):
+                raise NWBMappingError(f"unit_filter.{k} = {v!r}: expected a non-empty list of the values to keep, "
+                                      "like [\"good\"]")  # fmt: skip
+        if not self.bin_width >= 0:
+            raise NWBMappingError(f"bin_width must be >= 0 (0: from the file, else 0.01 s), got {self.bin_width}")
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "[data.nwb]") -> "NWBMapping":
         from rtdecode.config import from_dict
 
         return from_dict(cls, d, where=where)
+
+
+_COL = re.compile(r"^\s*([^\[\]]*[^\s\[\]])\s*(?:\[\s*(\d+)\s*\])?\s*$")  # "path/or/name[3]"
+
+
+def file_matches(pattern: str, path: str | Path) -> bool:
+    """A per-file key matches a file given as `path` when it equals it, names the same file,
+    or matches the path or its file name as a glob (fnmatch: *, ?, [...])."""
+    p = str(path)
+    if pattern == p or fnmatch.fnmatchcase(p, pattern) or fnmatch.fnmatchcase(Path(p).name, pattern):
+        return True
+    try:
+        return Path(pattern).resolve() == Path(p).resolve()
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class NWBConfig(NWBMapping):
+    """The `[data.nwb]` table: an `NWBMapping` for every file, and `files`: per-file
+    overrides, `[data.nwb.files."day3.nwb"]` or `[data.nwb.files."*-rig2-*.nwb"]`, whose keys
+    (those of NWBMapping) replace the table's for the files they match (`file_matches`; every
+    matching entry applies, in the order written, a later one winning)."""
+
+    files: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        super().__post_init__()
+        from rtdecode.config import ConfigError
+
+        for pattern, over in self.files.items():
+            if not isinstance(over, dict):
+                raise ConfigError(f'files."{pattern}": expected a table of NWBMapping keys, got {type(over).__name__}')
+            _merge({f.name: getattr(self, f.name) for f in fields(NWBMapping)}, over, pattern)  # refused now, not at the file
+
+    def for_file(self, path: str | Path) -> NWBMapping:
+        """The mapping for one file: the table, then every override that matches it."""
+        d = {f.name: getattr(self, f.name) for f in fields(NWBMapping)}
+        for pattern, over in self.files.items():
+            if file_matches(pattern, path):
+                d.update(over)
+        return NWBMapping.from_dict(d, where=f"[data.nwb] for {path}")
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "[data.nwb]") -> "NWBConfig":
+        from rtdecode.config import from_dict
+
+        return from_dict(cls, d, where=where)
+
+    def unmatched(self, paths) -> list[str]:
+        """Override keys that match none of `paths` (a typo, or a file no longer listed)."""
+        return [p for p in self.files if not any(file_matches(p, q) for q in paths)]
+
+
+def _merge(base: dict, over: dict, pattern: str) -> NWBMapping:
+    from rtdecode.config import from_dict
+
+    from_dict(NWBMapping, over, where=f'files."{pattern}"')  # its own keys and types, named as written
+    return from_dict(NWBMapping, {**base, **over}, where=f'files."{pattern}" (with the table)')
 
 
 # ------------------------------------------------------------------------------------------
@@ -169,15 +259,17 @@ def write_session(session: Session, path: str | Path) -> Path:
     beh = nwb.create_processing_module("behavior", "behaviour at bin centres")
     pos, bts = Position(name="Position"), BehavioralTimeSeries(name="BehavioralTimeSeries")
     order, names = [], list(s.behavior_names)
+    units = list(getattr(s, "behavior_units", None) or [])
     b = np.asarray(s.behavior, np.float32)
     common = dict(starting_time=float(s.t0 + s.bin_width / 2), rate=1.0 / s.bin_width)
     for sname, kind, cols in _series_groups(names):
         data = b[:, cols] if len(cols) > 1 else b[:, cols[0]]
+        unit = (units[cols[0]] if units else "") or "a.u."  # NWB needs a unit; "a.u." where the session has none
         if kind == "spatial":
-            ser = SpatialSeries(name=sname, data=data, reference_frame="workspace centre", unit="cm" if sname == "position" else "cm/s",
+            ser = SpatialSeries(name=sname, data=data, reference_frame="workspace centre", unit=unit,
                                 description=f"columns: {', '.join(names[c] for c in cols)}", **common)  # fmt: skip
         else:
-            ser = TimeSeries(name=sname, data=data, unit="a.u.", description=f"column {sname}", **common)
+            ser = TimeSeries(name=sname, data=data, unit=unit, description=f"column(s) {', '.join(names[c] for c in cols)}", **common)
         if sname == "position":
             pos.add_spatial_series(ser)
         else:
@@ -195,15 +287,11 @@ def write_session(session: Session, path: str | Path) -> Path:
             "behavior": [{"path": p, "names": n} for p, n in order], "meta": s.meta}  # fmt: skip
     nwb.add_scratch(json.dumps(meta), name=META_NAME, description="rtdecode: behaviour column names and order, session meta")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.nwb", dir=path.parent)
-    os.close(fd)
-    try:
-        with NWBHDF5IO(tmp, "w") as io:
+    from rtdecode._fs import atomic_path
+
+    with atomic_path(path, suffix=".tmp.nwb") as tmp:  # the umask's permissions, unlike mkstemp's 0600
+        with NWBHDF5IO(str(tmp), "w") as io:
             io.write(nwb)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -212,7 +300,7 @@ def write_session(session: Session, path: str | Path) -> Path:
 
 
 def inventory(nwb) -> dict:
-    """path -> object for every data interface and time series in the file."""
+    """path -> object for every data interface, table and time series in the file."""
     from pynwb.core import NWBDataInterface
     from pynwb.base import TimeSeries
 
@@ -235,6 +323,7 @@ def inventory(nwb) -> dict:
 
 
 def _describe(inv: dict) -> str:
+    from hdmf.common import DynamicTable
     from pynwb.base import TimeSeries
 
     lines = []
@@ -243,9 +332,11 @@ def _describe(inv: dict) -> str:
         if isinstance(o, TimeSeries):
             shape = tuple(o.data.shape)
             rate = f"{o.rate:g} Hz" if o.rate is not None else "timestamps"
-            lines.append(f"  {p} ({t}, shape {shape}, {rate})")
-        elif p == "units":
-            lines.append(f"  {p} (Units, {len(o.id)} units)")
+            unit = f", unit {o.unit!r}" if getattr(o, "unit", None) else ""
+            lines.append(f"  {p} ({t}, shape {shape}, {rate}{unit})")
+        elif isinstance(o, DynamicTable):
+            what = "units" if t == "Units" else "rows"
+            lines.append(f"  {p} ({t}, {len(o.id)} {what}) columns: {', '.join(o.colnames) or '(none)'}")
         else:
             lines.append(f"  {p} ({t})")
     return "\n".join(lines) if lines else "  (no acquisition, processing or units)"
@@ -255,14 +346,30 @@ def _fail(path, what: str, inv: dict, fix: str):
     raise NWBMappingError(f"{path}: {what}. The file contains:\n{_describe(inv)}\n{fix}")
 
 
+def _find(path, inv: dict, spec: str, key: str, kind, kind_name: str):
+    """(path, object) named by `spec`: a path in the file, or the bare name of exactly one
+    object of that kind. Fails listing the file's contents."""
+    if spec in inv:
+        if not isinstance(inv[spec], kind):
+            _fail(path, f"mapping.{key} = {spec!r} is a {type(inv[spec]).__name__}, not a {kind_name}", inv,
+                  f"Set mapping.{key} to a {kind_name} listed above.")  # fmt: skip
+        return spec, inv[spec]
+    cands = [p for p, o in inv.items() if p.rsplit("/", 1)[-1] == spec and isinstance(o, kind)]
+    if not cands:
+        cands = [p for p, o in inv.items() if p.endswith("/" + spec.strip("/")) and isinstance(o, kind)]
+    if len(cands) == 1:
+        return cands[0], inv[cands[0]]
+    if cands:
+        _fail(path, f"mapping.{key} = {spec!r} could be any of {', '.join(cands)}", inv, f"Set mapping.{key} to one of these paths.")
+    _fail(path, f"mapping.{key} = {spec!r} is not a {kind_name} in this file", inv,
+          f"Set mapping.{key} to one of the {kind_name} paths (or unique names) listed above.")  # fmt: skip
+
+
 def _pick_lfp(path, inv: dict, m: NWBMapping):
     from pynwb.ecephys import ElectricalSeries
 
     if m.lfp:
-        if m.lfp not in inv or not isinstance(inv[m.lfp], ElectricalSeries):
-            _fail(path, f"mapping.lfp = {m.lfp!r} is not an ElectricalSeries in this file", inv,
-                  "Set mapping.lfp to one of the ElectricalSeries paths above.")  # fmt: skip
-        return m.lfp, inv[m.lfp]
+        return _find(path, inv, m.lfp, "lfp", ElectricalSeries, "ElectricalSeries")
     es = [p for p, o in inv.items() if isinstance(o, ElectricalSeries)]
     for tier in (f"processing/{m.ecephys_module}/", "processing/", "acquisition/"):
         cands = [p for p in es if p.startswith(tier)]
@@ -273,6 +380,65 @@ def _pick_lfp(path, inv: dict, m: NWBMapping):
                   "Set mapping.lfp to the one to use.")  # fmt: skip
     _fail(path, "no LFP: no ElectricalSeries in acquisition or in any processing module", inv,
           "rtdecode needs raw or LFP-band voltage as an ElectricalSeries; add one, or set mapping.lfp if it is elsewhere.")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LFPInfo:
+    """Where the LFP is and how to read it (`lfp_info`)."""
+
+    path: str  # its path in the file
+    dataset: str  # its HDF5 dataset
+    rate: float  # Hz
+    t0: float  # s, its first sample
+    n_samples: int
+    n_channels: int
+    scale: float  # to microvolts
+    channel_ids: np.ndarray  # electrode ids, in column order
+
+
+def lfp_info(path, inv: dict, m: NWBMapping) -> tuple[LFPInfo, object]:
+    """The mapping's ElectricalSeries and how to read it in microvolts."""
+    lfp_path, es = _pick_lfp(path, inv, m)
+    if es.rate is not None:
+        rate = float(es.rate)
+    else:
+        ts = es.timestamps
+        rate = float(1.0 / np.median(np.diff(ts[: min(10000, len(ts))]))) if len(ts) > 1 else 0.0
+    if not rate > 0:
+        raise NWBMappingError(f"{path}: {lfp_path} has no sampling rate (rate missing, fewer than 2 timestamps)")
+    t0 = float(es.starting_time or 0.0) if es.timestamps is None else float(es.timestamps[0])
+    n_ch = es.data.shape[1] if es.data.ndim == 2 else 1
+    scale = float(es.conversion) * 1e6
+    if es.channel_conversion is not None:
+        cc = np.asarray(es.channel_conversion[:], np.float64)
+        if not np.allclose(cc, cc[0]):
+            raise NWBMappingError(f"{path}: {lfp_path} has per-channel conversion factors; rtdecode reads one scale per series")
+        scale *= float(cc[0])
+    scale = 1.0 if abs(scale - 1.0) < 1e-9 else scale
+    rows = np.asarray(es.electrodes.data[:], np.int64)
+    table_ids = np.asarray(es.electrodes.table.id.data[:])
+    channel_ids = table_ids[rows] if len(rows) == n_ch else np.arange(n_ch)
+    return LFPInfo(lfp_path, es.data.name, rate, t0, int(es.data.shape[0]), n_ch, scale, channel_ids), es
+
+
+def read_lfp(path: str | Path, mapping: NWBMapping | dict | None = None, max_samples: int | None = None,
+             max_seconds: float | None = None):  # fmt: skip
+    """The mapping's LFP, loaded: (float32 (n, channels) microvolts, LFPInfo); only the first
+    `max_samples` samples or `max_seconds` seconds when given. For `rtdecode replay`."""
+    from pynwb import NWBHDF5IO
+
+    path = Path(path)
+    m = NWBMapping.from_dict(mapping) if isinstance(mapping, dict) else (mapping or NWBMapping())
+    with NWBHDF5IO(str(path), "r") as io:
+        nwb = io.read()
+        info, es = lfp_info(path, inventory(nwb), m)
+        n = info.n_samples if max_samples is None else min(int(max_samples), info.n_samples)
+        if max_seconds is not None:
+            n = min(n, int(np.ceil(max_seconds * info.rate)))
+        x = np.asarray(es.data[:n], dtype=np.float32).reshape(n, info.n_channels)
+    if info.scale != 1.0:
+        x *= np.float32(info.scale)
+    return x, info
 
 
 def _times(ts, n: int) -> np.ndarray:
@@ -306,6 +472,21 @@ def _names(p: str, ts) -> list[str]:
     return [f"{ts.name}_{j}" for j in range(k)]
 
 
+def _unit(ts) -> str:
+    u = getattr(ts, "unit", None)
+    return "" if u in (None, "unknown", "no unit") else str(u)
+
+
+def _column(path, inv, units, col: str, key: str) -> np.ndarray:
+    if col not in units.colnames:
+        _fail(path, f"mapping.{key} names column {col!r}, which the units table has not (columns: {list(units.colnames)})",
+              inv, f"Set mapping.{key} to one of its columns.")  # fmt: skip
+    c = units[col]
+    if c.__class__.__name__ == "VectorIndex":
+        _fail(path, f"mapping.{key} names column {col!r}, which holds a list per unit", inv, "Use a column with one value per unit.")
+    return np.asarray(c.data[:])
+
+
 def _bin_units(units, t0: float, bin_width: float, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
     ids = np.asarray(units.id.data[:])
     st = units["spike_times"]
@@ -319,11 +500,93 @@ def _bin_units(units, t0: float, bin_width: float, n_bins: int) -> tuple[np.ndar
     return np.ascontiguousarray(flat.reshape(len(ids), n_bins).T.astype(np.int32)), ids
 
 
+def _plain(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def read_units(path, inv: dict, m: NWBMapping, t0: float, bin_width: float, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Spike counts (n_bins, n_units) and unit ids, after `unit_filter`, ids from `unit_ids`."""
+    from pynwb.misc import Units
+
+    if not m.units:
+        _fail(path, "no spikes: mapping.units is empty", inv, "Point mapping.units at the Units table (spike times).")
+    units = inv.get(m.units)
+    if units is None or not isinstance(units, Units):
+        cands = [p for p, o in inv.items() if isinstance(o, Units) and p.rsplit("/", 1)[-1] == m.units]
+        if len(cands) != 1:
+            _fail(path, f"no spikes: mapping.units = {m.units!r} is not a Units table here", inv,
+                  "Add a Units table (spike times), or point mapping.units at it (a path or its name).")  # fmt: skip
+        units = inv[cands[0]]
+    if "spike_times" not in units.colnames:
+        _fail(path, f"{m.units} has no spike_times column (columns: {list(units.colnames)})", inv, "Sort spikes first.")
+    spikes, ids = _bin_units(units, t0, bin_width, n_bins)
+    if m.unit_ids:
+        ids = _column(path, inv, units, m.unit_ids, "unit_ids")
+        if len(set(map(_plain, ids))) != len(ids):
+            _fail(path, f"mapping.unit_ids = {m.unit_ids!r}: its values repeat", inv, "Name a column with one distinct id per unit.")
+    keep = np.ones(len(ids), bool)
+    for col, allowed in m.unit_filter.items():
+        vals = _column(path, inv, units, col, f"unit_filter.{col}")
+        keep &= np.isin(np.array([_plain(v) for v in vals]), [str(a) for a in allowed])
+    if not keep.any():
+        _fail(path, f"mapping.unit_filter = {m.unit_filter} keeps no unit", inv, "Check the column's values.")
+    if not keep.all():
+        spikes, ids = np.ascontiguousarray(spikes[:, keep]), ids[keep]
+    return spikes, ids
+
+
+def _outputs(path, inv: dict, m: NWBMapping, t_bins: np.ndarray, bin_width: float):
+    """Behaviour from `mapping.outputs`: (columns, names, units)."""
+    from pynwb.base import TimeSeries
+
+    cache: dict = {}
+    cols, names, units = [], [], []
+    for name, spec in m.outputs.items():
+        g = _COL.match(spec)
+        ref, col = g.group(1), g.group(2)
+        p, ts = _find(path, inv, ref, f"outputs.{name}", TimeSeries, "TimeSeries/SpatialSeries")
+        if p not in cache:
+            cache[p] = _at_bins(ts, t_bins, bin_width)
+        x = cache[p]
+        if col is None and x.shape[1] > 1:
+            _fail(path, f"mapping.outputs.{name} = {spec!r}: {p} has {x.shape[1]} columns", inv,
+                  f"Pick one: \"{ref}[0]\" .. \"{ref}[{x.shape[1] - 1}]\".")  # fmt: skip
+        j = 0 if col is None else int(col)
+        if j >= x.shape[1]:
+            _fail(path, f"mapping.outputs.{name} = {spec!r}: {p} has {x.shape[1]} column(s), 0..{x.shape[1] - 1}", inv,
+                  "Use a column that exists.")  # fmt: skip
+        cols.append(x[:, j : j + 1])
+        names.append(str(name))
+        units.append(_unit(ts))
+    return cols, names, units
+
+
+POSITIONS = ("x", "y", "z")
+
+
+def derive_velocity(behavior: np.ndarray, names: list[str], units: list[str], bin_width: float):
+    """Add v<p> for every position output p in x, y, z that has none: the backward difference
+    on the bin grid, v[i] = (p[i] - p[i-1]) / bin_width, v[0] = 0 (causal: bin i uses no later
+    position; it is the mean velocity over the bin ending at bin i's centre). Inserted after
+    the last position output; unit "<position unit>/s". Returns (behavior, names, units)."""
+    todo = [n for n in POSITIONS if n in names and f"v{n}" not in names]
+    if not todo:
+        return behavior, names, units
+    idx = [names.index(n) for n in todo]
+    p = np.asarray(behavior[:, idx], np.float64)
+    v = (np.diff(p, axis=0, prepend=p[:1]) / bin_width).astype(np.float32)
+    at = max(names.index(n) for n in POSITIONS if n in names) + 1
+    behavior = np.concatenate([behavior[:, :at], v, behavior[:, at:]], 1)
+    names = names[:at] + [f"v{n}" for n in todo] + names[at:]
+    vu = [f"{units[i]}/s" if units[i] else "" for i in idx]
+    units = units[:at] + vu + units[at:]
+    return np.ascontiguousarray(behavior, dtype=np.float32), names, units
+
+
 def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, lazy: bool = True) -> Session:
     """Read one session. With `lazy`, `session.lfp` stays on disk (a LazyArray)."""
     from pynwb import NWBHDF5IO
     from pynwb.base import TimeSeries
-    from pynwb.misc import Units
 
     path = Path(path)
     if not path.is_file():
@@ -340,64 +603,56 @@ def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, laz
                 meta_all = {}
         bin_width = m.bin_width or float(meta_all.get("bin_width", 0.01))
         # LFP
-        lfp_path, es = _pick_lfp(path, inv, m)
-        rate = float(es.rate) if es.rate is not None else float(1.0 / np.median(np.diff(es.timestamps[: min(10000, len(es.timestamps))])))
-        t0 = float(es.starting_time or 0.0) if es.timestamps is None else float(es.timestamps[0])
-        spb = rate * bin_width
-        if abs(spb - round(spb)) > 1e-6:
-            raise NWBMappingError(f"{path}: {lfp_path} is sampled at {rate:g} Hz: bins of {bin_width} s are {spb:g} samples, "
+        li, _ = lfp_info(path, inv, m)
+        spb = li.rate * bin_width
+        if abs(spb - round(spb)) > 1e-6 or round(spb) < 1:
+            raise NWBMappingError(f"{path}: {li.path} is sampled at {li.rate:g} Hz: bins of {bin_width} s are {spb:g} samples, "
                                   "not a whole number; choose mapping.bin_width so that rate x bin_width is whole")  # fmt: skip
         spb = int(round(spb))
-        n_bins = es.data.shape[0] // spb
-        n_ch = es.data.shape[1] if es.data.ndim == 2 else 1
-        scale = float(es.conversion) * 1e6
-        if es.channel_conversion is not None:
-            cc = np.asarray(es.channel_conversion[:], np.float64)
-            if not np.allclose(cc, cc[0]):
-                raise NWBMappingError(f"{path}: {lfp_path} has per-channel conversion factors; rtdecode reads one scale per series")
-            scale *= float(cc[0])
-        scale = 1.0 if abs(scale - 1.0) < 1e-9 else scale
-        rows = np.asarray(es.electrodes.data[:], np.int64)
-        table_ids = np.asarray(es.electrodes.table.id.data[:])
-        channel_ids = table_ids[rows] if len(rows) == n_ch else np.arange(n_ch)
-        lfp = LazyArray(path, es.data.name, n_bins * spb, n_ch, scale)
+        n_bins = li.n_samples // spb
+        lfp = LazyArray(path, li.dataset, n_bins * spb, li.n_channels, li.scale)
+        t0 = li.t0
         # spikes
-        units = inv.get(m.units) if m.units else None
-        if not isinstance(units, Units):
-            _fail(path, f"no spikes: mapping.units = {m.units!r} is not a Units table here", inv,
-                  "Add a Units table (spike times), or point mapping.units at it.")  # fmt: skip
-        if "spike_times" not in units.colnames:
-            _fail(path, f"{m.units} has no spike_times column (columns: {list(units.colnames)})", inv, "Sort spikes first.")
-        spikes, unit_ids = _bin_units(units, t0, bin_width, n_bins)
+        spikes, unit_ids = read_units(path, inv, m, t0, bin_width, n_bins)
         # behaviour
         t_bins = t0 + (np.arange(n_bins) + 0.5) * bin_width
-        if m.behavior:
-            paths = [(p, None) for p in m.behavior]
-        elif meta_all.get("behavior") and all(b["path"] in inv for b in meta_all["behavior"]):
-            paths = [(b["path"], b["names"]) for b in meta_all["behavior"]]
+        if m.outputs:
+            cols, names, units = _outputs(path, inv, m, t_bins, bin_width)
         else:
-            pre = f"processing/{m.behavior_module}/"
-            paths = [(p, None) for p, o in inv.items() if p.startswith(pre) and isinstance(o, TimeSeries)]
-        if not paths:
-            _fail(path, f"no behaviour: nothing under processing/{m.behavior_module} and mapping.behavior is empty", inv,
-                  "Set mapping.behavior to the SpatialSeries/TimeSeries paths to decode (or mapping.behavior_module).")  # fmt: skip
-        cols, names = [], []
-        for p, nm in paths:
-            ts = inv.get(p)
-            if not isinstance(ts, TimeSeries):
-                _fail(path, f"mapping.behavior names {p!r}, which is not a TimeSeries/SpatialSeries here", inv,
-                      "Use paths of series listed above.")  # fmt: skip
-            x = _at_bins(ts, t_bins, bin_width)
-            cols.append(x)
-            names += nm if nm is not None and len(nm) == x.shape[1] else _names(p, ts)
-        behavior = np.concatenate(cols, 1)
+            if m.behavior:
+                paths = [(p, None) for p in m.behavior]
+            elif meta_all.get("behavior") and all(b["path"] in inv for b in meta_all["behavior"]):
+                paths = [(b["path"], b["names"]) for b in meta_all["behavior"]]
+            else:
+                pre = f"processing/{m.behavior_module}/"
+                paths = [(p, None) for p, o in inv.items() if p.startswith(pre) and isinstance(o, TimeSeries)]
+            if not paths:
+                _fail(path, f"no behaviour: nothing under processing/{m.behavior_module}, and mapping.outputs and "
+                      "mapping.behavior are empty", inv,
+                      "Set mapping.outputs (output name -> series, e.g. x = \"hand_position[0]\"), mapping.behavior "
+                      "(series paths) or mapping.behavior_module.")  # fmt: skip
+            cols, names, units = [], [], []
+            for p, nm in paths:
+                ts = inv.get(p)
+                if not isinstance(ts, TimeSeries):
+                    _fail(path, f"mapping.behavior names {p!r}, which is not a TimeSeries/SpatialSeries here", inv,
+                          "Use paths of series listed above.")  # fmt: skip
+                x = _at_bins(ts, t_bins, bin_width)
+                cols.append(x)
+                nms = nm if nm is not None and len(nm) == x.shape[1] else _names(p, ts)
+                names += nms
+                units += [_unit(ts)] * len(nms)
+        behavior = np.ascontiguousarray(np.concatenate(cols, 1), dtype=np.float32)
+        if m.derive_velocity:
+            behavior, names, units = derive_velocity(behavior, names, units, bin_width)
         latents = None
         if m.latents and isinstance(inv.get(m.latents), TimeSeries):
             latents = _at_bins(inv[m.latents], t_bins, bin_width)
         session_id = str(nwb.session_id or path.stem)
         subject = str(nwb.subject.subject_id) if nwb.subject is not None and nwb.subject.subject_id else "unknown"
     meta = dict(meta_all.get("meta", {}))
-    s = Session(session_id, subject, bin_width, spikes, unit_ids, lfp, rate, channel_ids, behavior, names, t0, latents, meta)
+    s = Session(session_id, subject, bin_width, spikes, unit_ids, lfp, li.rate, li.channel_ids, behavior, names, t0, latents,
+                meta, behavior_units=units)  # fmt: skip
     if not lazy:
         s.lfp = np.asarray(lfp)
         lfp.close()

@@ -6,6 +6,11 @@
     split = ds.split(held_out=1, test_fraction=0.2, guard_bins=100, min_bins=32)
     split.train_sessions, split.held_out_sessions, split.time["S01"]   # (train slice, test slice)
 
+Units: `behavior_units[k]` is the unit of `behavior[:, k]` ("cm", "cm/s", "N"; "" unknown), read
+from NWB series' `unit` attributes; it travels into the bundle's manifest (outputs.units) and
+the runtime's `hello` message. A simulator session (meta "simulator") without units gets the
+simulator's (`SIMULATOR_UNITS`).
+
 Time base: bin i covers [t0 + i*bin_width, t0 + (i+1)*bin_width); `spikes[i]` counts the
 spikes in it and `behavior[i]` is the behaviour at the bin's centre. The LFP starts at t0
 and holds exactly n_bins * round(lfp_rate * bin_width) samples, so the signal chain
@@ -17,6 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+# units of offline.data.simulate's outputs: cm from the workspace centre, N of grip force
+SIMULATOR_UNITS = {"x": "cm", "y": "cm", "vx": "cm/s", "vy": "cm/s", "grip": "N"}
 
 
 class SessionError(ValueError):
@@ -38,8 +47,12 @@ class Session:
     t0: float = 0.0  # s, start of bin 0 and of the LFP
     latents: np.ndarray | None = None  # (n_bins, d) true latents (simulator only)
     meta: dict = field(default_factory=dict)
+    behavior_units: list[str] = field(default_factory=list)  # one per behaviour column; [] when unknown
 
     def __post_init__(self):
+        self.behavior_units = [str(u) for u in (self.behavior_units or [])]
+        if not self.behavior_units and self.meta.get("simulator") == "offline.data.simulate":
+            self.behavior_units = [SIMULATOR_UNITS.get(n, "") for n in self.behavior_names]
         self.validate()
 
     @property
@@ -71,6 +84,8 @@ class Session:
             ("channel_ids", len(self.channel_ids), self.lfp.shape[1]),
             ("behavior_names", len(self.behavior_names), self.behavior.shape[1]),
         ]
+        if self.behavior_units:
+            checks.append(("behavior_units", len(self.behavior_units), self.behavior.shape[1]))
         if self.latents is not None:
             checks.append(("latents rows", self.latents.shape[0], n))
         for what, got, want in checks:
@@ -85,7 +100,8 @@ class Session:
         return Session(self.session_id, self.subject, self.bin_width, self.spikes[lo:hi], self.unit_ids,
                        self.lfp[lo * k : hi * k], self.lfp_rate, self.channel_ids, self.behavior[lo:hi],
                        list(self.behavior_names), self.t0 + lo * self.bin_width,
-                       None if self.latents is None else self.latents[lo:hi], dict(self.meta))  # fmt: skip
+                       None if self.latents is None else self.latents[lo:hi], dict(self.meta),
+                       list(self.behavior_units))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -171,5 +187,5 @@ class SessionSet:
             lfp = np.asarray(s.lfp)[:, order]
             out.append(Session(s.session_id, s.subject, s.bin_width, s.spikes, s.unit_ids, lfp, s.lfp_rate,
                                np.asarray(self.sessions[0].channel_ids), s.behavior, list(s.behavior_names), s.t0,
-                               s.latents, dict(s.meta)))  # fmt: skip
+                               s.latents, dict(s.meta), list(s.behavior_units)))  # fmt: skip
         return SessionSet(out)

@@ -126,6 +126,50 @@ class Block(nn.Module):
         x = x + self.proj(y.transpose(1, 2).reshape(b, p, d))
         return x + self.mlp(self.norm2(x)), k, v
 
+    def step_ring(
+        self,
+        x: torch.Tensor,  # (B, P, D): the newest bin's tokens
+        k_ring: torch.Tensor,  # (B, H, hd, R, P): keys of the last R bins, stored transposed, rotated when written
+        v_ring: torch.Tensor,  # (B, H, R, P, hd)
+        idx_k: torch.Tensor,  # (B, H, hd, 4) int64: [b, h, i, slot] of the newest bin
+        idx_v: torch.Tensor,  # (B, H, 3) int64: [b, h, slot]
+        rot: torch.Tensor,  # (hd, hd): rotary rotation at the newest bin's position (x @ rot)
+        mask: torch.Tensor,  # (R*P,) additive: -inf on slots not yet written
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One streaming step on a ring cache (see `Encoder.step_ring`); returns
+        (x_out (B, P, D), new k ring, new v ring): the rings with the newest bin written."""
+        b, p, d = x.shape
+        h, r, hd = self.n_heads, v_ring.shape[2], self.head_dim
+        qkv = self.qkv(self.norm1(x)).view(b, p, 3 * h, hd).transpose(1, 2)  # (B, 3H, P, hd)
+        q, k, v = qkv.split(h, dim=1)  # (B, H, P, hd) each
+        q, k = q @ rot, k @ rot  # query and key at the same position; the key is rotated once, here
+        k_ring = write_slot(k_ring, idx_k, k.transpose(-2, -1))  # (B, H, hd, P) into slot
+        v_ring = write_slot(v_ring, idx_v, v)
+        att = (q @ k_ring.view(b, h, hd, r * p)) * (1.0 / math.sqrt(hd)) + mask  # (B, H, P, R*P), no transpose
+        y = att.softmax(dim=-1) @ v_ring.view(b, h, r * p, hd)  # (B, H, P, hd)
+        x = x + self.proj(y.transpose(1, 2).reshape(b, p, d))
+        return x + self.mlp(self.norm2(x)), k_ring, v_ring
+
+
+class _WriteSlot(torch.autograd.Function):
+    """ring with ring[idx[..., 0], ..., idx[..., k-1]] = upd; one ONNX ScatterND (its output
+    may alias its input, which is what lets a backend update the ring in place)."""
+
+    @staticmethod
+    def forward(ctx, ring, idx, upd):
+        out = ring.clone()
+        out[tuple(idx[..., i] for i in range(idx.shape[-1]))] = upd
+        return out
+
+    @staticmethod
+    def symbolic(g, ring, idx, upd):
+        return g.op("ScatterND", ring, idx, upd)
+
+
+def write_slot(ring: torch.Tensor, idx: torch.Tensor, upd: torch.Tensor) -> torch.Tensor:
+    """ring (d0, .., dn), idx (..., k) int64, upd (..., d_k, .., dn) -> ring with those slots replaced."""
+    return _WriteSlot.apply(ring, idx, upd)
+
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Plain softmax attention (exports to ONNX as MatMul/Softmax on every opset)."""
@@ -177,3 +221,52 @@ class Encoder(nn.Module):
             ks.append(torch.cat([k_cache[i][:, 1:], k.unsqueeze(1)], dim=1))  # drop oldest, append newest
             vs.append(torch.cat([v_cache[i][:, 1:], v.unsqueeze(1)], dim=1))
         return self.norm(x), torch.stack(ks), torch.stack(vs), torch.clamp(n_seen + 1, max=float(c))
+
+    def step_ring(self, tok: torch.Tensor, k_rings: list[torch.Tensor], v_rings: list[torch.Tensor], n: torch.Tensor,
+                  phase: torch.Tensor):  # fmt: skip
+        """Streaming on a ring cache: the same outputs as `step` (window W = R bins) without
+        moving or re-rotating the cache.
+
+        tok (B, P, D): the newest bin's tokens. k_rings: per layer (B, H, hd, R, P), keys
+        stored transposed (scores are q @ keys, no transpose); v_rings: (B, H, R, P, hd).
+        Bin t sits in slot t mod R, its keys rotated once, when written, at t's position.
+        n (1,) float: bins seen, folded into [0, 2R) (t < R: t, then R + t mod R), which
+        gives the slot and which slots are written. phase (hd/2,) float: the rotary angle of
+        the current lap's first bin (bin R*floor(t/R)), modulo 2 pi; zero state = position 0.
+        Returns (out (B, P, D), new k rings, new v rings, new n, new phase).
+
+        Position t's angles are phase + s * inv_freq (s = t mod R): every number stays small,
+        so a stream of any length keeps the precision of the first lap. Scores depend on
+        angle differences only; the difference between a key of the previous lap and the
+        query is (phase - previous phase) + (s - j) * inv_freq, where the phase step is one
+        float32 addition of R * inv_freq: exact to rounding, however many laps have passed."""
+        b, p, _ = tok.shape
+        r, hd = v_rings[0].shape[2], self.head_dim
+        h, dev = self.blocks[0].n_heads, tok.device
+        n = n.to(torch.float32)
+        slot_f = n - torch.floor(n / r) * r  # (1,) the newest bin's slot
+        slot = slot_f.to(torch.int64)
+        inv = 1.0 / (10000.0 ** (torch.arange(0, hd, 2, dtype=torch.float32, device=dev) / hd))  # as rotary_tables
+        ang = phase + slot_f * inv  # (hd/2,)
+        c, s = torch.cat([ang.cos(), ang.cos()]), torch.cat([ang.sin(), ang.sin()])  # (hd,)
+        # x @ rot == apply_rotary(x, cos, sin): out[:h2] = x1 c - x2 s, out[h2:] = x1 s + x2 c
+        eye = torch.eye(hd, device=dev)
+        swap = torch.roll(eye, hd // 2, dims=1) * torch.cat([torch.ones(hd // 2, device=dev), -torch.ones(hd // 2, device=dev)]).view(hd, 1)
+        rot = eye * c + swap * s  # (hd, hd)
+        grid = torch.stack(torch.meshgrid(torch.arange(b), torch.arange(h), torch.arange(hd), indexing="ij"), -1).to(dev)
+        idx_k = torch.cat([grid, slot.view(1, 1, 1, 1).expand(b, h, hd, 1)], dim=-1)  # (B, H, hd, 4): [b, h, i, slot]
+        idx_v = torch.cat([grid[:, :, 0, :2], slot.view(1, 1, 1).expand(b, h, 1)], dim=-1)  # (B, H, 3): [b, h, slot]
+        j = torch.arange(r, device=dev).repeat_interleave(p).to(torch.float32)  # (R*P,) slot of each cached token
+        mask = torch.zeros(r * p, device=dev).masked_fill(j > n, float("-inf"))  # written before (or now)
+        x = tok
+        ks, vs = [], []
+        for blk, kr, vr in zip(self.blocks, k_rings, v_rings):
+            x, kr, vr = blk.step_ring(x, kr, vr, idx_k, idx_v, rot, mask)
+            ks.append(kr)
+            vs.append(vr)
+        n1 = n + 1
+        lap_end = (slot_f == r - 1).to(torch.float32)  # the next bin starts a lap
+        step = torch.remainder(r * inv.double(), 2 * math.pi).to(torch.float32)  # a lap's angle, mod 2 pi (constant)
+        ph = phase + lap_end * step
+        ph = torch.where(ph >= 2 * math.pi, ph - 2 * math.pi, ph)  # stays in [0, 2 pi)
+        return self.norm(x), ks, vs, torch.where(n1 >= 2 * r, n1 - r, n1), ph

@@ -2,7 +2,10 @@
 
 `WindowDecoder`: features (1, W, F) -> behaviour of the newest bin (1, n_out).
 `StreamingDecoder`: features (1, 1, F) + key/value caches + bin counter -> behaviour
-(1, n_out) + new caches + counter; the caches hold the last W-1 bins.
+(1, n_out) + new caches + counter; the caches hold the last W-1 bins, shifted every step
+(state layout "shift_v0", bundles before the ring).
+`RingStreamingDecoder`: the same behaviour from per-layer rings of the last W bins, one
+slot written per step (state layout "ring_v1"; `Encoder.step_ring`).
 Both fix the session embedding (a deployed decoder serves one session).
 """
 
@@ -52,3 +55,19 @@ class StreamingDecoder(nn.Module):
     def forward(self, features, k_cache, v_cache, n_seen):
         latent, k_cache, v_cache, n_seen = self.student.step(features, self.session, k_cache, v_cache, n_seen)
         return self.head(latent), k_cache, v_cache, n_seen  # (1, n_out), states
+
+
+class RingStreamingDecoder(nn.Module):
+    """forward(features, k_ring_0 .. k_ring_{L-1}, v_ring_0 .. v_ring_{L-1}, n_seen, phase) ->
+    (behaviour (1, n_out), new k rings, new v rings, new n_seen, new phase), flat for ONNX."""
+
+    def __init__(self, student: LFPStudent, head: BehaviorHead, session: int):
+        super().__init__()
+        self.student, self.head, self.session = student, head, int(session)
+        self.n_layers = student.cfg.n_layers
+
+    def forward(self, features, *state):
+        n_l = self.n_layers
+        ks, vs, n, phase = list(state[:n_l]), list(state[n_l : 2 * n_l]), state[2 * n_l], state[2 * n_l + 1]
+        latent, ks, vs, n, phase = self.student.step_ring(features, self.session, ks, vs, n, phase)
+        return (self.head(latent), *ks, *vs, n, phase)

@@ -84,6 +84,33 @@ class LFPStudent(nn.Module):
         h, k_cache, v_cache, n_seen = self.step_tokens(x, session, k_cache, v_cache, n_seen)
         return h.mean(dim=1), k_cache, v_cache, n_seen  # (B, D)
 
+    def step_ring_tokens(self, x: torch.Tensor, session: int, k_rings, v_rings, n, phase):
+        """Streaming on a ring cache (`Encoder.step_ring`): x (B, 1, F) newest bin ->
+        (per-patch outputs (B, P, D), new k rings, new v rings, new n, new phase)."""
+        return self.encoder.step_ring(self.tokens(x, session)[:, 0], k_rings, v_rings, n, phase)
+
+    def step_ring(self, x: torch.Tensor, session: int, k_rings, v_rings, n, phase):
+        """Streaming on a ring cache: x (B, 1, F) newest bin -> (latent (B, D), rings, n,
+        phase); the same latents as `step`. Zero state: `ring_state`."""
+        h, k_rings, v_rings, n, phase = self.step_ring_tokens(x, session, k_rings, v_rings, n, phase)
+        return h.mean(dim=1), k_rings, v_rings, n, phase
+
+    def ring_state(self, batch: int = 1) -> list[torch.Tensor]:
+        """Zero state of `step_ring`: k rings, v rings (L each, `ring_shape`), n (1,), phase (hd/2,)."""
+        n_l = self.cfg.n_layers
+        rings = [torch.zeros(self.ring_shape(batch, keys=True)) for _ in range(n_l)]
+        rings += [torch.zeros(self.ring_shape(batch)) for _ in range(n_l)]
+        return rings + [torch.zeros(1), torch.zeros(self.cfg.dim // self.cfg.n_heads // 2)]
+
+    def ring_shape(self, batch: int = 1, keys: bool = False) -> tuple[int, ...]:
+        """One layer's ring of the last W bins: values (B, H, W, P, hd); keys, stored
+        transposed, (B, H, hd, W, P)."""
+        w = self.cfg.attn_window
+        if w < 2:
+            raise ValueError("a streaming student needs student.attn_window >= 2")
+        h, p, hd = self.cfg.n_heads, self.n_patches, self.cfg.dim // self.cfg.n_heads
+        return (batch, h, hd, w, p) if keys else (batch, h, w, p, hd)
+
     def cache_shape(self, batch: int = 1) -> tuple[int, ...]:
         """(L, B, W-1, P, D): keys (or values) of the W-1 previous bins for every layer."""
         w = self.cfg.attn_window

@@ -4,13 +4,14 @@ The multi-session baselines go through the distilled students' own schedule with
 teacher taken out, so that the teacher is the only difference:
 - multi-session, unsupervised: one student for all training sessions (per-session patch
   embeddings) trained by masked autoencoding of the LFP alone for the `distill` stage's
-  steps, decoded by ridge on its frozen latents: the counterpart of the unsupervised
+  steps, with the distilled student's reconstruction loss (type and weight: loss.recon,
+  loss.mask_ratio), decoded by ridge on its frozen latents: the counterpart of the unsupervised
   distilled student (the paper's unsupervised comparison);
 - multi-session, supervised: that student fine-tuned on behaviour (+ autoencoding) for the
   `supervised` stage's settings, as the distilled student is (docs/distill.md: pre-trained this
   way it beats the same student trained on behaviour from scratch for as many steps). The
-  schedule is the same; the pre-training objective differs (masked autoencoding instead of
-  alignment to the teacher + light autoencoding), and so do the seeds;
+  schedule and the reconstruction objective are the same; alignment to the teacher is the
+  only difference in the objective (the seeds differ too);
 - single-session: one supervised student per session, trained on that session alone (for an
   unseen session: on its own training time, which is what a lab without distillation would do).
 """
@@ -26,7 +27,7 @@ from ..models.student import LFPStudent, StudentConfig
 from .checkpoint import Checkpoints
 from .config import StageConfig
 from .ddp import Dist, run_stage
-from .distill import StudentObjective
+from .distill import StudentObjective, validator
 from .windows import SessionData
 
 
@@ -48,9 +49,11 @@ def train_lfp_only(
     mask_ratio: float = 0.0,
     init: LFPStudent | None = None,
     behavior: float = 1.0,
+    val_batches: int = 0,
 ) -> tuple[LFPStudent, BehaviorHead | None, dict[int, int]]:
     """Returns the student (a copy of `init`, fine-tuned, when given), its head (None when
-    unsupervised) and the map data session -> embedding index."""
+    unsupervised) and the map data session -> embedding index. `val_batches` > 0: early
+    stopping on the sessions' validation blocks (stage.val_every, stage.patience)."""
     if not supervised and not (recon and mask_ratio):
         raise ValueError("an unsupervised LFP-only model needs masked autoencoding (recon > 0 and mask_ratio > 0)")
     torch.manual_seed(seed)
@@ -66,7 +69,9 @@ def train_lfp_only(
         obj.load_state_dict(done["model"])
         return student, head, smap
     student.train()
-    losses = run_stage(name, obj, list(obj.parameters()), stage, ckpt, dd)
+    log: dict = {}
+    losses = run_stage(name, obj, list(obj.parameters()), stage, ckpt, dd,
+                       validate=validator(obj, val_batches) if val_batches else None, log=log)  # fmt: skip
     if ckpt:
-        ckpt.finish(name, {"model": obj.state_dict(), "losses": losses})
+        ckpt.finish(name, {"model": obj.state_dict(), "losses": losses, "early_stopping": log})
     return student, head, smap

@@ -16,11 +16,10 @@ import torch
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from rtdecode._fs import atomic_path
+
+    with atomic_path(path) as tmp:  # a unique temporary file with the umask's permissions
+        torch.save(obj, tmp)
 
 
 class Checkpoints:

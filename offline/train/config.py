@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rtdecode.config import ConfigError, from_dict, load_toml, to_dict
 
+from ..data.nwb import NWBConfig, NWBMapping
 from ..models.student import StudentConfig
 from ..models.teacher import TeacherConfig
 
@@ -25,12 +26,54 @@ class DataConfig:
     sim: dict = field(default_factory=dict)  # keys of offline.data.simulate.SimConfig
     test_fraction: float = 0.2  # held-out time: the last part of every session
     guard_bins: int = 100  # gap between train and test time
+    # source = "nwb": [data.nwb] (keys of offline.data.nwb.NWBMapping) applies to every file;
+    # [data.nwb.files."<path or glob>"] tables override keys for the files they match
+    nwb: NWBConfig = field(default_factory=NWBConfig)
 
     def __post_init__(self):
         if self.source not in ("simulate", "nwb"):
             raise ValueError(f"data.source must be 'simulate' or 'nwb', got {self.source!r}")
         if not 0.0 < self.test_fraction < 0.9:
             raise ValueError(f"data.test_fraction must be in (0, 0.9), got {self.test_fraction}")
+        if self.source == "nwb":
+            stray = self.nwb.unmatched(self.nwb_paths)
+            if stray:
+                raise ValueError(f'data.nwb.files."{stray[0]}" matches none of data.nwb_paths '
+                                 f"({', '.join(self.nwb_paths) or 'none given'}): fix the path or glob, or delete the table")  # fmt: skip
+
+    def mapping_for(self, path: str) -> NWBMapping:
+        """The NWB mapping of one file: [data.nwb], then its matching per-file overrides."""
+        return self.nwb.for_file(path)
+
+    def load_nwb(self) -> list:
+        """Every file of `nwb_paths` read with its mapping (`offline.data.nwb.read_session`),
+        checked to give the same outputs (names; units where both files have them).
+        Raises ConfigError naming the file, what is wrong and the fix."""
+        from ..data.nwb import NWBMappingError, read_session
+
+        if not self.nwb_paths:
+            raise ConfigError("data.source = 'nwb' needs data.nwb_paths (one NWB file per session)")
+        sessions = []
+        for p in self.nwb_paths:
+            if not Path(p).is_file():
+                raise ConfigError(f"data.nwb_paths: {p} {'is a folder' if Path(p).is_dir() else 'does not exist'}; "
+                                  "list one NWB file per session (paths relative to the working directory)")  # fmt: skip
+            try:
+                sessions.append(read_session(p, self.mapping_for(p)))
+            except NWBMappingError as e:
+                raise ConfigError(f"{e}\n(set it in [data.nwb], or for this file only in [data.nwb.files.\"{p}\"])") from None
+            except OSError as e:
+                raise ConfigError(f"data.nwb_paths: {p} is not a readable NWB (HDF5) file ({e})") from None
+        s0, p0 = sessions[0], self.nwb_paths[0]
+        for p, s in zip(self.nwb_paths[1:], sessions[1:]):
+            if list(s.behavior_names) != list(s0.behavior_names):
+                raise ConfigError(f"{p} gives outputs {list(s.behavior_names)}, {p0} gives {list(s0.behavior_names)}: one "
+                                  f"bundle decodes one set of outputs; map them with [data.nwb] outputs (per file: "
+                                  f"[data.nwb.files.\"{p}\"])")  # fmt: skip
+            if s.behavior_units and s0.behavior_units and list(s.behavior_units) != list(s0.behavior_units):
+                raise ConfigError(f"{p} has output units {list(s.behavior_units)}, {p0} has {list(s0.behavior_units)}: "
+                                  "convert the files to the same units before training on them together")  # fmt: skip
+        return sessions
 
 
 @dataclass(frozen=True)
@@ -53,18 +96,35 @@ class StageConfig:
     warmup: int = 50
     grad_clip: float = 1.0
     seq_bins: int = 0  # training sequence length in bins; 0: the model's window (teacher: window_bins)
+    val_every: int = 50  # early stopping: the loss on validation time every k steps (0: never); the best weights are kept
+    patience: int = 0  # stop after this many validation measurements without improvement (0: run every step)
 
     def __post_init__(self):
         if self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError(f"steps >= 0, batch_size >= 1 and lr > 0 are required (got {self.steps}, {self.batch_size}, {self.lr})")
+        if self.val_every < 0 or self.patience < 0:
+            raise ValueError(f"val_every and patience must be >= 0 (got {self.val_every}, {self.patience})")
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    # a validation block at the end of every session's training time, with a guard gap
+    # (data.guard_bins) on both sides: fit | guard | validation | guard | test. It serves early
+    # stopping, the ridge penalties and the choice of the exported decoder; the test block never does
+    fraction: float = 0.15  # of the training time
+    batches: int = 4  # batches of the stage's size per validation measurement (fixed: seeded by the stage)
+
+    def __post_init__(self):
+        if not 0.0 < self.fraction < 0.5 or self.batches < 1:
+            raise ValueError(f"validation.fraction must be in (0, 0.5) and batches >= 1, got {self.fraction}, {self.batches}")
 
 
 @dataclass(frozen=True)
 class LossConfig:
     align: float = 1.0  # cosine alignment to the frozen teacher's per-bin latents
-    recon: float = 0.1  # LFP autoencoding
+    recon: float = 0.1  # LFP reconstruction: the same type and weight for the distilled student and the LFP-only models
     behavior: float = 1.0  # supervised stages only
-    mask_ratio: float = 0.25  # masked autoencoding of the unsupervised LFP-only baseline (share of patch tokens hidden)
+    mask_ratio: float = 0.25  # pre-training (distilled and LFP-only alike): masked autoencoding, share of patch tokens hidden
     standardize_targets: str = "session"  # z-score teacher latents (training bins) before the cosine: "session"
     # (per session: removes the per-session offset a cosine is otherwise met by), "global" or "none"
 
@@ -75,9 +135,9 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    # ridge penalty relative to the latent variance: a float, or a grid chosen per output by
-    # 5-fold blocked cross-validation on the training time (docs/distill.md: a fixed small
-    # penalty over-fits lagged LFP features and under-rates every decoder fit on them)
+    # ridge penalty relative to the latent variance: a float, or a grid chosen per output on the
+    # validation block (fits on the fit block; then refit on both; the test block only scores.
+    # docs/distill.md: a fixed small penalty over-fits lagged LFP features)
     ridge_alpha: float | tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
     fit_stride: int = 2  # every k-th training bin feeds the ridge fit (window design: cost)
     zero_shot_from: int = 0  # training session whose embedding unseen sessions reuse
@@ -88,7 +148,11 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    model: str = "distilled_sup"  # which student goes into the bundle: "distilled_sup" or "distilled"
+    # which decoder goes into the bundle: "best" (the highest validation R² of the three below),
+    # "distilled" (the distilled student, see `model`), "lfp_only" (the multi-session LFP-only
+    # model, fine-tuned) or "ridge" (the lagged ridge on the LFP features, of `session`)
+    choose: str = "best"
+    model: str = "distilled_sup"  # which distilled student: "distilled_sup" or "distilled" (ridge on its latents)
     session: int = 0  # its session embedding is frozen into the graph
     opset: int = 17
     parity_tol: float = 1e-4  # max relative error ORT vs torch
@@ -112,6 +176,7 @@ class DistillRunConfig:
     supervised: StageConfig = field(default_factory=lambda: StageConfig(steps=200))
     single: StageConfig = field(default_factory=lambda: StageConfig(steps=200))
     eval: EvalConfig = field(default_factory=EvalConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def __post_init__(self):
@@ -123,6 +188,8 @@ class DistillRunConfig:
             raise ValueError(f"window_bins must be >= 2, got {self.window_bins}")
         if self.export.model not in ("distilled_sup", "distilled"):
             raise ValueError(f"export.model must be 'distilled_sup' or 'distilled', got {self.export.model!r}")
+        if self.export.choose not in ("best", "distilled", "lfp_only", "ridge"):
+            raise ValueError(f"export.choose must be 'best', 'distilled', 'lfp_only' or 'ridge', got {self.export.choose!r}")
 
     @property
     def student_cfg(self) -> StudentConfig:

@@ -71,9 +71,17 @@ def run_stage(
     cfg: StageConfig,
     ckpt: Checkpoints | None = None,
     dd: Dist = Dist(),
+    validate=None,
+    log: dict | None = None,
 ) -> list[float]:
     """Train `params` for cfg.steps with AdamW and a warm-up + cosine schedule; returns the
-    loss of every step (this rank's). Resumes from `ckpt`'s partial state of `name`."""
+    loss of every step (this rank's). Resumes from `ckpt`'s partial state of `name`.
+
+    Early stopping: with `validate` (a no-argument callable returning the validation loss,
+    computed on validation time only) and cfg.val_every > 0, the loss is measured every
+    val_every steps and after the last one; the objective ends with the weights of the best
+    measurement, and cfg.patience > 0 stops after that many measurements without improvement.
+    `log` (a dict) receives {"val": [[step, loss], ...], "best_step", "stopped_at"}."""
     module: nn.Module = objective
     if dd.world > 1:
         module = nn.parallel.DistributedDataParallel(objective, find_unused_parameters=True)
@@ -86,6 +94,11 @@ def run_stage(
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         start, losses = state["step"], list(state["losses"])
+    early = validate is not None and cfg.val_every > 0
+    es = {"val": [], "best": None, "best_step": None, "best_state": None, "bad": 0}
+    if state is not None and "early" in state:
+        es = state["early"]
+    stopped = None
     bar = progress(range(start, cfg.steps), name, cfg.steps - start, enabled=dd.main)
     for step in bar:
         loss = module(step, dd.rank, dd.world)
@@ -98,7 +111,23 @@ def run_stage(
         losses.append(float(loss.detach()))
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+        if early and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
+            v = float(validate())
+            es["val"].append([step + 1, v])
+            if es["best"] is None or v < es["best"]:
+                es.update(best=v, best_step=step + 1, bad=0,
+                          best_state={k: t.detach().clone() for k, t in objective.state_dict().items()})  # fmt: skip
+            else:
+                es["bad"] += 1
+            if cfg.patience and es["bad"] >= cfg.patience:
+                stopped = step + 1
+                break
         if ckpt and (step + 1) % ckpt.every == 0 and step + 1 < cfg.steps:
             ckpt.save_partial(name, {"model": objective.state_dict(), "opt": opt.state_dict(),
-                                     "sched": sched.state_dict(), "step": step + 1, "losses": losses})  # fmt: skip
+                                     "sched": sched.state_dict(), "step": step + 1, "losses": losses,
+                                     **({"early": es} if early else {})})  # fmt: skip
+    if early and es["best_state"] is not None:
+        objective.load_state_dict(es["best_state"])  # the best-on-validation weights
+    if log is not None and early:
+        log.update(val=es["val"], best_step=es["best_step"], stopped_at=stopped or cfg.steps)
     return losses

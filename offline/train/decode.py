@@ -73,6 +73,52 @@ def fit_ridge_cv(x: np.ndarray, y: np.ndarray, alphas, folds: int = 5, guard: in
     return Ridge(w, b), best
 
 
+def fit_ridge_val(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+                  alphas) -> tuple[Ridge, np.ndarray, np.ndarray]:  # fmt: skip
+    """Ridge with its penalty chosen per output on a validation block (never the test block).
+
+    Every alpha of the grid (relative, as in `fit_ridge`) is fit on the fit rows and scored by
+    R² on the validation rows; each output takes the best. Returns (the ridge fit on the fit
+    rows with the chosen alphas, the chosen alphas, its validation R² per output). One
+    eigendecomposition serves the whole grid."""
+    x = np.asarray(x_fit, np.float64)
+    y = np.asarray(y_fit, np.float64)
+    alphas = np.asarray(alphas, np.float64).ravel()
+    xm, ym = x.mean(0), y.mean(0)
+    xc = x - xm
+    evals, evecs = np.linalg.eigh(xc.T @ xc)
+    evals = np.clip(evals, 0.0, None)
+    proj = evecs.T @ (xc.T @ (y - ym))
+    xv = (np.asarray(x_val, np.float64) - xm) @ evecs
+    yv = np.asarray(y_val, np.float64)
+    base = ((yv - yv.mean(0)) ** 2).sum(0) + 1e-12
+    d = x.shape[1]
+    score = np.empty((len(alphas), y.shape[1]))
+    coefs = []
+    for j, al in enumerate(alphas):
+        lam = al * evals.sum() / d + 1e-12
+        c = proj / (evals + lam)[:, None]  # (d, n_out) in the eigenbasis
+        coefs.append(c)
+        score[j] = 1.0 - ((yv - ym - xv @ c) ** 2).sum(0) / base
+    best = score.argmax(0)
+    c = np.stack([coefs[best[k]][:, k] for k in range(y.shape[1])], 1)
+    w = evecs @ c
+    r = Ridge(w.astype(np.float32), (ym - xm @ w).astype(np.float32))
+    return r, alphas[best], score[best, np.arange(y.shape[1])]
+
+
+def fit_ridge_alphas(x: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> Ridge:
+    """`fit_ridge` with one (relative) alpha per output."""
+    alphas = np.broadcast_to(np.asarray(alphas, np.float64), (y.shape[1],))
+    w = np.zeros((x.shape[1], y.shape[1]), np.float32)
+    b = np.zeros(y.shape[1], np.float32)
+    for al in np.unique(alphas):
+        cols = alphas == al
+        r = fit_ridge(x, y[:, cols], float(al))
+        w[:, cols], b[cols] = r.w, r.b
+    return Ridge(w, b)
+
+
 def ridge_r2(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray, y_test: np.ndarray,
              alpha, guard: int = 0) -> tuple[np.ndarray, Ridge]:  # fmt: skip
     """R² per output on the test latents of a ridge fit on the training latents. `alpha` is a

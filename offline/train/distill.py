@@ -2,7 +2,7 @@
 
 One objective, three uses, chosen by the loss weights:
   distillation     align * (1 - cos(proj(student latent), teacher latent)) + recon * MSE(LFP)
-  supervised       the same + behavior * MSE(head(latent), behaviour)
+  supervised       the same + behavior * MSE(head(latent), behaviour z-scored per session)
   LFP-only         align = 0: behaviour + reconstruction only, no teacher
 Teacher latents are computed once per session (the teacher is frozen) and looked up per bin.
 """
@@ -76,9 +76,28 @@ class StudentObjective(nn.Module):
             tgt = torch.from_numpy(gather(self.targets[b.session], starts, self.seq))  # (B, T, D_t)
             loss = loss + self.w["align"] * LFPStudent.cosine_loss(out, tgt)
         if self.w["behavior"]:
-            y = torch.from_numpy(gather(sess.behavior, starts, self.seq))  # (B, T, n_out)
+            y = torch.from_numpy(sess.z(gather(sess.behavior, starts, self.seq)))  # (B, T, n_out), z-scored per session
             loss = loss + self.w["behavior"] * F.mse_loss(self.head(out["latent"]), y)
         return loss
+
+
+def validator(objective: nn.Module, batches: int):
+    """A no-argument callable: the objective's mean loss over `batches` fixed batches of
+    validation time (part "val", seeded by the stage's name + "/val": the same batches at every
+    measurement), without gradients. For `ddp.run_stage(validate=...)` (early stopping)."""
+
+    @torch.no_grad()
+    def loss() -> float:
+        part, stage, was = objective.part, objective.stage, objective.training
+        objective.part, objective.stage = "val", f"{stage}/val"
+        objective.eval()
+        try:
+            return float(np.mean([float(objective(k)) for k in range(batches)]))
+        finally:
+            objective.part, objective.stage = part, stage
+            objective.train(was)
+
+    return loss
 
 
 @torch.no_grad()

@@ -40,23 +40,35 @@ from .baselines import train_lfp_only
 from .checkpoint import Checkpoints
 from .config import DistillRunConfig, load_config
 from .ddp import Dist, init_distributed, progress, run_stage
-from .decode import fit_decoder, lagged_features, ridge_r2
-from .distill import StudentObjective, fit_new_embedding, standardize_targets, student_latents
-from .evaluate import summarize, write_report
+from .decode import Ridge, fit_ridge, fit_ridge_alphas, fit_ridge_val, lagged_features
+from .distill import StudentObjective, fit_new_embedding, standardize_targets, student_latents, validator
+from .evaluate import choose_decoder, summarize, write_report
 from .teacher import TeacherObjective, teacher_latents
-from .windows import SessionData, split_time
+from .windows import SessionData, split_time, split_validation
 
 LABELS = {
-    "teacher": "spike teacher (ridge, reference)",
-    "distilled": "distilled LFP, unsupervised (ridge)",
+    "teacher": "spike teacher (lagged ridge on its latents, reference)",
+    "teacher_1bin": "spike teacher (ridge on one bin of its latents)",
+    "ridge_spikes": "lagged ridge on binned spikes (sqrt counts)",
+    "distilled": "distilled LFP, unsupervised (lagged ridge)",
+    "distilled_1bin": "distilled LFP, unsupervised (ridge on one bin)",
     "distilled_sup": "distilled LFP, supervised",
     "lfp_multi": "LFP-only multi-session, supervised (masked-autoencoding pre-trained, fine-tuned)",
-    "lfp_multi_unsup": "LFP-only multi-session, unsupervised (ridge)",
+    "lfp_multi_unsup": "LFP-only multi-session, unsupervised (lagged ridge)",
+    "lfp_multi_unsup_1bin": "LFP-only multi-session, unsupervised (ridge on one bin)",
     "lfp_single": "LFP-only single-session",
     "ridge_lfp": "lagged ridge on LFP features",
 }
 COMPARISONS = [("distilled", "lfp_multi_unsup"), ("distilled", "lfp_multi"), ("distilled", "lfp_single"), ("distilled_sup", "lfp_multi"),
-               ("distilled_sup", "lfp_single"), ("distilled", "ridge_lfp")]  # fmt: skip
+               ("distilled_sup", "lfp_single"), ("distilled", "ridge_lfp"), ("teacher_1bin", "ridge_spikes")]  # fmt: skip
+# exported-decoder candidates (export.choose) -> the evaluation row that stands for it
+CHOICES = {"distilled": None, "lfp_only": "lfp_multi", "ridge": "ridge_lfp"}  # distilled: export.model's row
+
+
+def lags(cfg) -> int:
+    """Bins of history every lagged ridge sees (the LFP-feature and spike baselines and every
+    frozen-latent readout alike)."""
+    return min(cfg.window_bins, 10)
 
 
 # ------------------------------------------------------------------------------------------
@@ -70,14 +82,18 @@ def load_sessions(cfg: DistillRunConfig) -> list:
         from offline.data.simulate import SimConfig, simulate_dataset
         from rtdecode.config import from_dict
 
-        sim = from_dict(SimConfig, dict(d.sim), where="distill config [data.sim]")
+        knobs = dict(d.sim)
+        fam = knobs.pop("family", "linear")
+        if fam != "linear":  # [data.sim] family = "dynamics" | "hga": offline.data.families, FamilyConfig knobs
+            from offline.data.families import FAMILIES, FamilyConfig, simulate_family
+
+            if fam not in FAMILIES:
+                raise ConfigError(f"distill config [data.sim]: family = {fam!r} is not a simulator family; one of {', '.join(FAMILIES)}")
+            return simulate_family(fam, d.n_sessions, cfg.seed, from_dict(FamilyConfig, knobs, where="distill config [data.sim]"))
+        sim = from_dict(SimConfig, knobs, where="distill config [data.sim]")
         out = simulate_dataset(sim, d.n_sessions, cfg.seed)
         return list(out.sessions if hasattr(out, "sessions") else out)
-    if not d.nwb_paths:
-        raise ConfigError("data.source = 'nwb' needs data.nwb_paths (one NWB file per session)")
-    from offline.data import nwb
-
-    return [nwb.read_session(p) for p in d.nwb_paths]
+    return d.load_nwb()  # each file with its [data.nwb] mapping (per-file overrides applied); outputs checked alike
 
 
 def channel_orders(sessions: list, ref: int = 0) -> list[np.ndarray | None]:
@@ -128,7 +144,9 @@ def prepare(sessions: list, cfg: DistillRunConfig):
     splits, raw = [], []
     for s, order in zip(sessions, orders):
         n = len(s.spikes)
-        splits.append(split_time(n, cfg.data.test_fraction, cfg.data.guard_bins, min_bins=2 * w))
+        tr, te = split_time(n, cfg.data.test_fraction, cfg.data.guard_bins, min_bins=2 * w)
+        fit, val = split_validation(tr, cfg.validation.fraction, cfg.data.guard_bins, min_bins=2 * w)
+        splits.append((fit, val, te))
         raw.append(compute_features(chain, _lfp(s, order)))
         if len(raw[-1]) != n:
             raise ConfigError(f"session {s.session_id}: the chain makes {len(raw[-1])} bins from its LFP, the spikes have "
@@ -136,10 +154,10 @@ def prepare(sessions: list, cfg: DistillRunConfig):
     mean, std = fit_normalization(np.concatenate([raw[i][splits[i][0]] for i in range(n_train)]))
     chain = chain.with_normalization(mean, std)
     data = []
-    for s, (tr, te), order in zip(sessions, splits, orders):
+    for s, (fit, val, te), order in zip(sessions, splits, orders):
         feats = compute_features(chain, _lfp(s, order))  # the bundle's chain, normalisation included
         data.append(SessionData(str(s.session_id), feats, np.asarray(s.spikes, np.float32),
-                                np.asarray(s.behavior, np.float32), tr, te))  # fmt: skip
+                                np.asarray(s.behavior, np.float32), fit, te, val))  # fmt: skip
     return chain, data, n_train
 
 
@@ -154,8 +172,10 @@ def _train_teacher(cfg, data, train, ckpt, dd) -> SpikeTeacher:
     done = ckpt.done("teacher")
     if done is None:
         teacher.train()
-        losses = run_stage("teacher", obj, list(teacher.parameters()), cfg.teacher_train, ckpt, dd)
-        ckpt.finish("teacher", {"model": teacher.state_dict(), "losses": losses})
+        log: dict = {}
+        losses = run_stage("teacher", obj, list(teacher.parameters()), cfg.teacher_train, ckpt, dd,
+                           validate=validator(obj, cfg.validation.batches), log=log)  # fmt: skip
+        ckpt.finish("teacher", {"model": teacher.state_dict(), "losses": losses, "early_stopping": log})
     else:
         teacher.load_state_dict(done["model"])
     return teacher.eval()
@@ -168,14 +188,18 @@ def _train_student(name, cfg, data, train, targets, ckpt, dd, init: LFPStudent |
     f = data[0].features.shape[1]
     student = copy.deepcopy(init) if init is not None else LFPStudent(cfg.student_cfg, f, nb, len(train), cfg.teacher.dim)
     head = BehaviorHead(cfg.student.dim, data[0].behavior.shape[1]) if behavior else None
+    # the reconstruction objective is the LFP-only models' (_baseline_side): masked in
+    # pre-training, plain in fine-tuning, weight loss.recon in both; alignment is the difference
     obj = StudentObjective(student, data, train, cfg.seq_bins(stage), stage.batch_size, cfg.seed, name,
                            align=cfg.loss.align if targets is not None else 0.0, recon=cfg.loss.recon, behavior=behavior * cfg.loss.behavior,
-                           head=head, targets=targets)  # fmt: skip
+                           head=head, targets=targets, mask_ratio=0.0 if behavior else cfg.loss.mask_ratio)  # fmt: skip
     done = ckpt.done(name)
     if done is None:
         student.train()
-        losses = run_stage(name, obj, list(obj.parameters()), stage, ckpt, dd)
-        ckpt.finish(name, {"model": obj.state_dict(), "losses": losses})
+        log: dict = {}
+        losses = run_stage(name, obj, list(obj.parameters()), stage, ckpt, dd,
+                           validate=validator(obj, cfg.validation.batches) if targets is not None else None, log=log)  # fmt: skip
+        ckpt.finish(name, {"model": obj.state_dict(), "losses": losses, "early_stopping": log})
     else:
         obj.load_state_dict(done["model"])
     return student.eval(), head
@@ -186,32 +210,58 @@ def _train_student(name, cfg, data, train, targets, ckpt, dd, init: LFPStudent |
 
 
 def _fit_idx(sess: SessionData, stride: int, w: int) -> np.ndarray:
+    """Fit-block bins (every stride-th, from the first full window)."""
     return np.arange(sess.train.start + w - 1, sess.train.stop, stride)
+
+
+def _val_idx(sess: SessionData) -> np.ndarray:
+    return np.arange(sess.val.start, sess.val.stop)
 
 
 def _test_idx(sess: SessionData) -> np.ndarray:
     return np.arange(sess.test.start, sess.test.stop)
 
 
-def _ridge_rows(model, split, sess, lat, cfg) -> dict:
-    """Ridge fit on the training time's bins (every fit_stride-th, from the first full window),
-    R² on the held-out time's bins; `lat` (n_bins, D) holds the session's per-bin latents."""
-    tr, te = _fit_idx(sess, cfg.eval.fit_stride, cfg.window_bins), _test_idx(sess)
-    r2, _ = ridge_r2(lat[tr], sess.behavior[tr], lat[te], sess.behavior[te], cfg.eval.ridge_alpha,
-                     guard=-(-cfg.window_bins // cfg.eval.fit_stride))  # fmt: skip
-    return {"model": model, "split": split, "session": sess.session_id, "r2": r2.tolist()}
+def _ridge_decoder(sess, lat, cfg, n_lags: int) -> tuple[Ridge, np.ndarray, np.ndarray]:
+    """A ridge from the last `n_lags` bins of `lat` (n_bins, D) to behaviour: the penalty
+    (a grid: per output) chosen on the validation block with fits on the fit block, then refit
+    on fit + validation with that penalty. Returns (the refit ridge, validation R² per output of
+    the fit-block ridge, test R² per output of the refit). The test block only scores."""
+    fi, vi, te = _fit_idx(sess, cfg.eval.fit_stride, cfg.window_bins), _val_idx(sess), _test_idx(sess)
+    x = {k: lagged_features(lat, idx, n_lags) for k, idx in (("fit", fi), ("val", vi), ("test", te))}
+    y = {"fit": sess.behavior[fi], "val": sess.behavior[vi], "test": sess.behavior[te]}
+    alpha = cfg.eval.ridge_alpha
+    if np.ndim(alpha):
+        r_fit, best, val_r2 = fit_ridge_val(x["fit"], y["fit"], x["val"], y["val"], alpha)
+    else:
+        r_fit, best = fit_ridge(x["fit"], y["fit"], float(alpha)), np.full(y["fit"].shape[1], float(alpha))
+        val_r2 = r2_score(y["val"], r_fit.predict(x["val"]))
+    r = fit_ridge_alphas(np.concatenate([x["fit"], x["val"]]), np.concatenate([y["fit"], y["val"]]), best)
+    return r, np.asarray(val_r2), r2_score(y["test"], r.predict(x["test"]))
+
+
+def _ridge_rows(model, split, sess, lat, cfg, n_lags: int | None = None) -> dict:
+    """Ridge readout row: `n_lags` bins (default `lags(cfg)`, as every lagged baseline) of the
+    session's per-bin latents `lat` (n_bins, D)."""
+    _, val_r2, r2 = _ridge_decoder(sess, lat, cfg, lags(cfg) if n_lags is None else n_lags)
+    return {"model": model, "split": split, "session": sess.session_id, "r2": r2.tolist(), "val_r2": val_r2.tolist()}
 
 
 def _head_rows(model, split, sess, lat, head) -> dict:
-    te = _test_idx(sess)
+    """Supervised head row: its z-scored outputs put back in the session's units."""
     with torch.no_grad():
-        pred = head(torch.from_numpy(lat[te])).numpy()
-    return {"model": model, "split": split, "session": sess.session_id, "r2": r2_score(sess.behavior[te], pred).tolist()}
+        pred = {k: sess.unz(head(torch.from_numpy(lat[idx])).numpy()) for k, idx in (("val", _val_idx(sess)), ("test", _test_idx(sess)))}
+    return {"model": model, "split": split, "session": sess.session_id,
+            "r2": r2_score(sess.behavior[_test_idx(sess)], pred["test"]).tolist(),
+            "val_r2": r2_score(sess.behavior[_val_idx(sess)], pred["val"]).tolist()}  # fmt: skip
 
 
 def _eval_bins(sess: SessionData, cfg) -> np.ndarray:
-    """Every bin any decoder of this session is fit or tested on (the same for all models)."""
-    return np.union1d(_fit_idx(sess, cfg.eval.fit_stride, cfg.window_bins), _test_idx(sess))
+    """Every bin any decoder of this session reads (the same for all models): the fit,
+    validation and test bins and the `lags(cfg)` - 1 bins before each."""
+    idx = np.concatenate([_fit_idx(sess, cfg.eval.fit_stride, cfg.window_bins), _val_idx(sess), _test_idx(sess)])
+    idx = (idx[:, None] - np.arange(lags(cfg))[None, :]).ravel()
+    return np.unique(idx[idx >= 0])
 
 
 def _latents(model, sess, emb, cfg) -> np.ndarray:
@@ -223,14 +273,27 @@ def _latents(model, sess, emb, cfg) -> np.ndarray:
     return out
 
 
+def _spike_rows(split, sess, cfg) -> dict:
+    """The lagged ridge on the binned spikes (square-root counts): the bar the teacher's
+    single-bin latents must reach."""
+    return _ridge_rows("ridge_spikes", split, sess, np.sqrt(sess.spikes), cfg)
+
+
+def _unsup_rows(name, split, sess, lat, cfg) -> list[dict]:
+    """A frozen-latent readout with the baselines' lags, and the single-bin figure beside it."""
+    return [_ridge_rows(name, split, sess, lat, cfg), _ridge_rows(f"{name}_1bin", split, sess, lat, cfg, 1)]
+
+
 def evaluate_all(cfg, data, n_train, models: dict, which: list[int] | None = None, bar: bool = True) -> list[dict]:
     """R² rows for every model and split (of sessions `which`, default all; each row tagged
-    "_i": its session's index). Ridge decoders are fit on training time and tested on
-    held-out time of the same session, with the same fit/test bins for every model. Every
-    session's numbers depend on that session alone (its random draws are seeded by its index)."""
+    "_i": its session's index), on the test block, with "val_r2" on the validation block.
+    Ridge decoders are fit on the fit block with their penalty chosen on the validation block,
+    refit on both and tested on the test block of the same session, with the same bins for
+    every model; every frozen-latent readout gets the lagged baselines' lags (and a single-bin
+    row "<model>_1bin"). Every session's numbers depend on that session alone (its random
+    draws are seeded by its index)."""
     teacher, distilled, sup, sup_head = models["teacher"], models["distilled"], models["sup"], models["sup_head"]
     multi, multi_head, multi_map, unsup, singles = (models[k] for k in ("multi", "multi_head", "multi_map", "unsup", "singles"))
-    w = cfg.window_bins
     train = list(range(n_train))
     which = list(range(len(data))) if which is None else list(which)
     tseq = cfg.seq_bins(cfg.teacher_train)
@@ -238,14 +301,12 @@ def evaluate_all(cfg, data, n_train, models: dict, which: list[int] | None = Non
     for i in progress(which, "evaluate", len(which), enabled=bar):
         rows: list[dict] = []
         s = data[i]
-        # lagged ridge on the raw features, fit on this session's training time
-        lagged = np.zeros((s.n_bins, min(w, 10) * s.features.shape[1]), np.float32)
-        ev = _eval_bins(s, cfg)
-        lagged[ev] = lagged_features(s.features, ev, min(w, 10))
-        rows.append(_ridge_rows("ridge_lfp", "held_out_time" if i < n_train else "held_out_sessions_zero_shot", s, lagged, cfg))
-        del lagged
+        split0 = "held_out_time" if i < n_train else "held_out_sessions_zero_shot"
+        # lagged ridge on the raw features and on the spikes, fit on this session's training time
+        rows.append(_ridge_rows("ridge_lfp", split0, s, s.features, cfg))
+        rows.append(_spike_rows(split0, s, cfg))
         if i >= n_train:
-            rows.append({**rows[-1], "split": "held_out_sessions_new_embedding"})
+            rows += [{**r, "split": "held_out_sessions_new_embedding"} for r in rows[-2:]]
         if cfg.eval.single_session:
             st, hd = singles[i]
             r = _head_rows("lfp_single", "held_out_time", s, _latents(st, s, 0, cfg), hd)
@@ -255,12 +316,12 @@ def evaluate_all(cfg, data, n_train, models: dict, which: list[int] | None = Non
                 rows += [{**r, "split": "held_out_sessions_zero_shot"}, {**r, "split": "held_out_sessions_new_embedding"}]
         if i < n_train:
             lat_t = teacher_latents(teacher, s.spikes, i, tseq)
-            rows.append(_ridge_rows("teacher", "held_out_time", s, lat_t, cfg))
-            rows.append(_ridge_rows("distilled", "held_out_time", s, _latents(distilled, s, i, cfg), cfg))
+            rows += _unsup_rows("teacher", "held_out_time", s, lat_t, cfg)
+            rows += _unsup_rows("distilled", "held_out_time", s, _latents(distilled, s, i, cfg), cfg)
             rows.append(_head_rows("distilled_sup", "held_out_time", s, _latents(sup, s, i, cfg), sup_head))
             rows.append(_head_rows("lfp_multi", "held_out_time", s, _latents(multi, s, multi_map[i], cfg), multi_head))
             if unsup is not None:  # its embeddings follow the training sessions' order, as the distilled student's
-                rows.append(_ridge_rows("lfp_multi_unsup", "held_out_time", s, _latents(unsup, s, i, cfg), cfg))
+                rows += _unsup_rows("lfp_multi_unsup", "held_out_time", s, _latents(unsup, s, i, cfg), cfg)
             out += [{**r, "_i": i} for r in rows]
             continue
         # unseen session: the encoders are not trained on it; ridge on its latents
@@ -269,12 +330,13 @@ def evaluate_all(cfg, data, n_train, models: dict, which: list[int] | None = Non
         if unsup is not None:
             unseen.append(("lfp_multi_unsup", unsup, z))
         for name, model, emb0 in unseen:
-            rows.append(_ridge_rows(name, "held_out_sessions_zero_shot", s, _latents(model, s, emb0, cfg), cfg))
+            one = _unsup_rows if name in ("distilled", "lfp_multi_unsup") else (lambda *a: [_ridge_rows(*a)])
+            rows += one(name, "held_out_sessions_zero_shot", s, _latents(model, s, emb0, cfg), cfg)
             m2 = copy.deepcopy(model)
             e2 = fit_new_embedding(m2, s, emb0, cfg.eval.new_embedding_bins, cfg.eval.new_embedding_steps,
                                    cfg.seq_bins(cfg.distill), 8, cfg.seed)  # fmt: skip
             m2.eval()
-            rows.append(_ridge_rows(name, "held_out_sessions_new_embedding", s, _latents(m2, s, e2, cfg), cfg))
+            rows += one(name, "held_out_sessions_new_embedding", s, _latents(m2, s, e2, cfg), cfg)
         # the teacher needs a read-in for the new units: fit it (masked modelling) on a little data
         t2 = copy.deepcopy(teacher)
         torch.manual_seed(cfg.seed + 1000 + i)  # the new read-in's initial weights
@@ -291,9 +353,42 @@ def evaluate_all(cfg, data, n_train, models: dict, which: list[int] | None = Non
             opt.step()
         t2.eval()
         lat_t = teacher_latents(t2, s.spikes, k, tseq)
-        rows.append(_ridge_rows("teacher", "held_out_sessions_new_embedding", s, lat_t, cfg))
+        rows += _unsup_rows("teacher", "held_out_sessions_new_embedding", s, lat_t, cfg)
         out += [{**r, "_i": i} for r in rows]
     return out
+
+
+def _distilled_row(cfg) -> str:
+    """The evaluation row that stands for the exported distilled student: the fine-tuned one's
+    head, or the single-bin ridge on the unsupervised one's latents (its exported head)."""
+    return "distilled_sup" if cfg.export.model == "distilled_sup" else "distilled_1bin"
+
+
+def _real_units(head: BehaviorHead, sess: SessionData) -> BehaviorHead:
+    """A head trained on z-scored behaviour with `sess`'s de-standardisation folded in: the
+    bundle outputs the session's units."""
+    out = copy.deepcopy(head)
+    with torch.no_grad():
+        sd, mu = torch.from_numpy(sess.beh_sd), torch.from_numpy(sess.beh_mu)
+        out.linear.weight.mul_(sd[:, None])
+        out.linear.bias.mul_(sd).add_(mu)
+    return out
+
+
+def _exported(cfg, data, models, chosen: str):
+    """(student, head, session embedding) of the chosen decoder; for "ridge", (None, the lagged
+    ridge on the export session's features, None)."""
+    e = cfg.export.session
+    s = data[e]
+    if chosen == "ridge":
+        return None, _ridge_decoder(s, s.features, cfg, lags(cfg))[0], None
+    if chosen == "lfp_only":
+        return models["multi"], _real_units(models["multi_head"], s), models["multi_map"][e]
+    if cfg.export.model == "distilled_sup":
+        return models["sup"], _real_units(models["sup_head"], s), e
+    # unsupervised: the single-bin ridge on its latents (fit as in the evaluation) becomes the head
+    r = _ridge_decoder(s, _latents(models["distilled"], s, e, cfg), cfg, 1)[0]
+    return models["distilled"], BehaviorHead.from_ridge(r.w, r.b), e
 
 
 # ------------------------------------------------------------------------------------------
@@ -330,13 +425,15 @@ def _baseline_side(cfg, data, n_train, nb, ckpt, dd, tick=lambda name: None):
     """The LFP-only baselines (no teacher: independent of `_teacher_side`)."""
     train = list(range(n_train))
     f = data[0].features.shape[1]
+    vb = cfg.validation.batches
     unsup, _, _ = train_lfp_only("lfp_multi_unsup", cfg.student_cfg, data, train, f, nb, cfg.distill, cfg.seq_bins(cfg.distill),
-                                 cfg.seed + 5, 1.0, ckpt, dd, supervised=False, mask_ratio=cfg.loss.mask_ratio)  # fmt: skip
+                                 cfg.seed + 5, cfg.loss.recon, ckpt, dd, supervised=False, mask_ratio=cfg.loss.mask_ratio,
+                                 val_batches=vb)  # fmt: skip
     unsup.eval()
     tick("lfp_multi_unsup")
     multi, multi_head, multi_map = train_lfp_only("lfp_multi", cfg.student_cfg, data, train, f, nb, cfg.supervised,
                                                   cfg.seq_bins(cfg.supervised), cfg.seed + 3, cfg.loss.recon, ckpt, dd,
-                                                  init=unsup, behavior=cfg.loss.behavior)  # fmt: skip
+                                                  init=unsup, behavior=cfg.loss.behavior, val_batches=vb)  # fmt: skip
     multi.eval()
     tick("lfp_multi")
     singles = {}
@@ -344,7 +441,7 @@ def _baseline_side(cfg, data, n_train, nb, ckpt, dd, tick=lambda name: None):
         for i in range(len(data)):
             st, hd, _ = train_lfp_only(f"lfp_single_{i}", cfg.student_cfg, data, [i], f, nb, cfg.single,
                                        cfg.seq_bins(cfg.single), cfg.seed + 4, cfg.loss.recon, ckpt, dd,
-                                       behavior=cfg.loss.behavior)  # fmt: skip
+                                       behavior=cfg.loss.behavior, val_batches=vb)  # fmt: skip
             singles[i] = (st.eval(), hd)
         tick("lfp_single")
     return {"multi": multi, "multi_head": multi_head, "multi_map": multi_map, "unsup": unsup, "singles": singles}
@@ -418,19 +515,30 @@ def _pool(jobs: int):
 
 def _stop(pool) -> None:
     """Stop the workers mid-stage (after an error or Ctrl-C here, a process must not train
-    on): what they finished is in the checkpoints, for --resume."""
+    on): what they finished is in the checkpoints, for --resume. Returns only when every
+    process the pool started is gone: the executor's manager thread (which also joins them)
+    has finished, and each process has an exit code."""
     import multiprocessing as mp
 
     procs = set((getattr(pool, "_processes", None) or {}).values())  # the executor's own record, and
     procs |= set(mp.active_children()) - getattr(pool, "rtdecode_children_before", set())  # any it lost
-    pool.shutdown(wait=False, cancel_futures=True)
+    manager = getattr(pool, "_executor_manager_thread", None)
     for p in procs:
         if p.is_alive():
             p.terminate()
-        p.join(5)
-        if p.is_alive():
-            p.kill()
-            p.join(5)
+    pool.shutdown(wait=False, cancel_futures=True)
+    if manager is not None:
+        manager.join(30)  # it reaps the workers (and would otherwise race with the joins below)
+    late = set(mp.active_children()) - getattr(pool, "rtdecode_children_before", set())
+    for p in procs | late:
+        for sig in (p.terminate, p.kill):
+            if p.exitcode is not None:
+                break
+            sig()
+            deadline = time.monotonic() + 10
+            while p.exitcode is None and time.monotonic() < deadline:  # exitcode polls: a join from two
+                p.join(0.1)  # threads can miss the reaped child; the exit code is set by whichever reaps it
+    mp.active_children()  # reap what has exited
 
 
 def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Path, *, resume: bool = False,
@@ -498,7 +606,6 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
         raise
     if pool is not None:
         pool.shutdown(wait=True)
-    sup, sup_head, distilled = models["sup"], models["sup_head"], models["distilled"]
 
     bundle_path = out / "bundle"
     if dd.main:
@@ -507,15 +614,10 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
         summary = summarize(rows, COMPARISONS, subsets={"velocity and grip (" + ", ".join(names[k] for k in kin) + ")": kin} if kin else None,
                             output_names=names)  # fmt: skip
         tick("evaluate")
+        choice = choose_decoder(rows, cfg.export.choose, {**CHOICES, "distilled": _distilled_row(cfg)}, n_train)
+        summary["export_choice"] = choice
         report = write_report(summary, out / "report", LABELS)
-        from ..export import export_bundle
-
-        student, head = (sup, sup_head) if cfg.export.model == "distilled_sup" else (distilled, None)
-        if head is None:  # unsupervised: the ridge decoder fit on the export session becomes the head
-            s = data[cfg.export.session]
-            idx = _fit_idx(s, cfg.eval.fit_stride, cfg.window_bins)
-            r = fit_decoder(student_latents(student, s.features, cfg.export.session, cfg.window_bins, idx), s.behavior[idx], cfg.eval.ridge_alpha)
-            head = BehaviorHead.from_ridge(r.w, r.b)
+        student, head, emb = _exported(cfg, data, models, choice["chosen"])
         s0 = sessions[cfg.export.session]
         prov = {
             "tool": "rtdecode distill",
@@ -526,15 +628,25 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
             "sessions": [{"id": d.session_id, "role": "train" if i < n_train else "held_out", "n_units": int(d.spikes.shape[1]),
                           "n_bins": int(d.n_bins)} for i, d in enumerate(data)],  # fmt: skip
             "metrics": {"table": summary["table"], "tests": summary["tests"]},
+            "decoder_choice": choice,
             "timings_s": times,
             "world_size": dd.world,
         }
-        bundle = export_bundle(bundle_path, student, head, cfg.export.session, chain, cfg.window_bins,
-                               list(s0.behavior_names), provenance=prov, opset=cfg.export.opset,
-                               parity_tol=cfg.export.parity_tol, real_features=data[cfg.export.session].features[:256],
-                               channel_names=[str(c) for c in s0.channel_ids] if getattr(s0, "channel_ids", None) is not None else None,
-                               extra_files={"report/metrics.md": report["markdown"], "report/metrics.json": report["json"],
-                                            "report/r2.png": report["figure"]})  # fmt: skip
+        units = list(getattr(s0, "behavior_units", None) or []) or None
+        common = dict(provenance=prov, parity_tol=cfg.export.parity_tol, real_features=data[cfg.export.session].features[:256],
+                      output_units=units,
+                      channel_names=[str(c) for c in s0.channel_ids] if getattr(s0, "channel_ids", None) is not None else None,
+                      extra_files={"report/metrics.md": report["markdown"], "report/metrics.json": report["json"],
+                                   "report/r2.png": report["figure"]})  # fmt: skip
+        if choice["chosen"] == "ridge":
+            from ..linear import export_ridge_bundle
+
+            bundle = export_ridge_bundle(bundle_path, head, chain, lags(cfg), list(s0.behavior_names), **common)
+        else:
+            from ..export import export_bundle
+
+            bundle = export_bundle(bundle_path, student, head, emb, chain, cfg.window_bins, list(s0.behavior_names),
+                                   opset=cfg.export.opset, **common)  # fmt: skip
         tick("export")
         times["total"] = round(time.perf_counter() - tick.start, 2)
         (out / "timings.json").write_text(json.dumps(times, indent=1))
@@ -584,6 +696,9 @@ def main_distill(config_path: str, out: str | None, resume: bool) -> int:
     if init_distributed().main:
         print((out_dir / "report" / "metrics.md").read_text())
         print(f"bundle: {path}")
+        warn = json.loads((out_dir / "report" / "metrics.json").read_text()).get("export_choice", {}).get("warning")
+        if warn:
+            print(f"WARNING: {warn}")
     return 0
 
 

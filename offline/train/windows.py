@@ -24,12 +24,29 @@ class SessionData:
     features: np.ndarray  # (n_bins, F) float32 normalised chain features
     spikes: np.ndarray  # (n_bins, N_s) float32 counts
     behavior: np.ndarray  # (n_bins, n_out) float32
-    train: slice  # bins used for training
+    train: slice  # bins used for training (fit block)
     test: slice  # held-out time
+    val: slice | None = None  # validation block inside the training time (never overlaps `train` or `test`)
+    beh_mu: np.ndarray | None = None  # behaviour mean and SD of the fit block: the supervised losses
+    beh_sd: np.ndarray | None = None  # are on z-scored targets, de-standardised at evaluation and export
+
+    def __post_init__(self):
+        if self.beh_mu is None:
+            b = self.behavior[self.train]
+            self.beh_mu = b.mean(0).astype(np.float32)
+            self.beh_sd = (b.std(0) + 1e-6).astype(np.float32)
 
     @property
     def n_bins(self) -> int:
         return len(self.features)
+
+    def z(self, y: np.ndarray) -> np.ndarray:
+        """Behaviour in this session's z-scored units."""
+        return ((y - self.beh_mu) / self.beh_sd).astype(np.float32)
+
+    def unz(self, y: np.ndarray) -> np.ndarray:
+        """Z-scored predictions back in real units."""
+        return (y * self.beh_sd + self.beh_mu).astype(np.float32)
 
 
 def split_time(n_bins: int, test_fraction: float, guard_bins: int, min_bins: int) -> tuple[slice, slice]:
@@ -42,6 +59,21 @@ def split_time(n_bins: int, test_fraction: float, guard_bins: int, min_bins: int
             f"each (test_fraction {test_fraction}, guard {guard_bins}): record longer sessions or shrink window_bins"
         )
     return slice(0, a), slice(a + guard_bins, n_bins)
+
+
+def split_validation(train: slice, fraction: float, guard_bins: int, min_bins: int) -> tuple[slice, slice]:
+    """The training block [0, a) cut into a fit block, a guard gap and a validation block at
+    its end [v, a); the test block starts guard_bins after a, so: fit | guard | val | guard | test."""
+    lo, hi = train.start or 0, train.stop
+    n_val = int(round((hi - lo) * fraction))
+    v = hi - n_val
+    if n_val < min_bins or v - guard_bins - lo < min_bins:
+        raise ValueError(
+            f"a training block of {hi - lo} bins is too short for a validation block of at least {min_bins} bins "
+            f"(validation.fraction {fraction}, guard {guard_bins}) and a fit block as long: record longer sessions, "
+            "shrink window_bins or raise validation.fraction"
+        )
+    return slice(lo, v - guard_bins), slice(v, hi)
 
 
 def step_rng(seed: int, stage: str, step: int) -> np.random.Generator:

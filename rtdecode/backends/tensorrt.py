@@ -11,6 +11,15 @@ their state on the device: two buffers per state tensor that swap roles every ca
 (ping-pong); with graphs, two graphs are captured, one per parity, because a graph bakes
 in the tensor addresses.
 
+Both state layouts run the same way: "shift_v0" (caches shifted by the graph) and
+"ring_v1" (per-layer rings, one slot written per step by a ScatterND, plus a counter and
+a rotary phase). The manifest's `inplace` marks are not used here: TensorRT 10 gives no
+guarantee for an engine whose input and output tensors are bound to the same address
+(in-place update is offered only through IKVCacheUpdateLayer or aliased plugin I/O), so
+every state ping-pongs; on the device the ring copy that ScatterND makes is a few hundred
+kB per step at device bandwidth. The ring graph's operators are all in TensorRT's ONNX
+parser (offline.export.check_operators, target "tensorrt").
+
 Why cuda-python for the graph: pycuda's own stream-capture wrapper could not be confirmed
 in the pycuda sources and docs available when this was written, while cuda-python's
 runtime API (`cudaStreamBeginCapture`, `cudaStreamEndCapture`, `cudaGraphInstantiate`,
@@ -315,7 +324,8 @@ class TensorRTBackend(Backend):
     def describe(self) -> str:
         e = self.engine_spec
         what = f"{e.file} ({e.precision}, {e.gpu_name} sm {e.compute_capability})" if e else "engine"
-        return f"tensorrt {self._trt.__version__} {what}, cuda graph {self._graph_note}"
+        st = f", state {self.bundle.model.state_layout} ping-pong" if self._state else ""
+        return f"tensorrt {self._trt.__version__} {what}, cuda graph {self._graph_note}{st}"
 
     def close(self) -> None:
         ctx = getattr(self, "_ctx", None)

@@ -48,8 +48,12 @@ def design_chain(
     lmp_hz: float = 4.0,
     bands: tuple[tuple[float, float], ...] = ((7.0, 20.0), (70.0, 200.0)),
     smooth_hz: float = 5.0,
+    init: str = "steady",
 ) -> ChainSpec:
-    """Design a causal chain; returns an un-normalised `ChainSpec`."""
+    """Design a causal chain; returns an un-normalised `ChainSpec`.
+
+    init="steady" (the default for new bundles) starts the filters in the steady state of
+    a step at the first sample; "zero" is the old behaviour (zero state)."""
     if kind not in CHAIN_KINDS:
         raise ChainSpecError(f"chain kind {kind!r} is unknown; choose one of {CHAIN_KINDS}")
     bin_samples = bin_width_s * fs
@@ -87,7 +91,7 @@ def design_chain(
     pre_sos = np.concatenate(pre, axis=0) if pre else np.zeros((0, 6))
     return ChainSpec(
         fs=fs, n_channels=n_channels, bin_samples=int(round(bin_samples)), pre_sos=pre_sos, car=car,
-        branches=branches, kind=kind, design=design,
+        branches=branches, kind=kind, design=design, init=init,
     )  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 RECTIFY = ("none", "square", "abs")
+INIT_MODES = ("zero", "steady")
 
 
 class ChainSpecError(ValueError):
@@ -87,8 +88,14 @@ class ChainSpec:
     norm_std: np.ndarray | None = None
     kind: str = "custom"
     design: dict = field(default_factory=dict)
+    # filter state at a (re)start: "zero" (bundles written before this field existed were
+    # trained that way, so it stays their default) or "steady" (every section starts in the
+    # steady state of a step at the first sample: a DC offset leaves no transient)
+    init: str = "zero"
 
     def __post_init__(self) -> None:
+        if self.init not in INIT_MODES:
+            raise ChainSpecError(f"chain.init must be one of {INIT_MODES}, got {self.init!r}")
         if not (self.fs > 0 and np.isfinite(self.fs)):
             raise ChainSpecError(f"chain.fs must be a positive sampling rate in Hz, got {self.fs}")
         if int(self.n_channels) < 1:
@@ -167,13 +174,15 @@ class ChainSpec:
             "norm_mean": None if self.norm_mean is None else self.norm_mean.tolist(),
             "norm_std": None if self.norm_std is None else self.norm_std.tolist(),
             "design": self.design,
+            "init": self.init,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "ChainSpec":
         _check_keys(
             d,
-            {"kind", "fs", "n_channels", "bin_samples", "pre_sos", "car", "branches", "norm_mean", "norm_std", "design"},
+            {"kind", "fs", "n_channels", "bin_samples", "pre_sos", "car", "branches", "norm_mean", "norm_std", "design",
+             "init"},
             "chain",
         )
         for req in ("fs", "n_channels", "bin_samples"):
@@ -190,6 +199,7 @@ class ChainSpec:
             norm_std=d.get("norm_std"),
             kind=str(d.get("kind", "custom")),
             design=dict(d.get("design") or {}),
+            init=str(d.get("init", "zero")),  # absent in older manifests: they were trained from zero state
         )
 
     def __repr__(self) -> str:
@@ -197,7 +207,7 @@ class ChainSpec:
         return (
             f"ChainSpec(kind={self.kind!r}, fs={self.fs:g} Hz, n_channels={self.n_channels}, "
             f"bin={self.bin_width_s * 1e3:g} ms ({self.bin_samples} samples), pre={len(self.pre_sos)} sections, "
-            f"car={self.car}, branches=[{br}], normalized={self.normalized})"
+            f"car={self.car}, branches=[{br}], normalized={self.normalized}, init={self.init!r})"
         )
 
     def __eq__(self, other: object) -> bool:

@@ -18,6 +18,8 @@ Kinematics fields (schema version 1, docs/schema.md is the reference):
   publisher's `pylsl.local_clock()`.
 - ``t_pub`` float: `pylsl.local_clock()` when the message was handed to ZeroMQ.
 - ``lat_ms`` float: processing latency of this bin (chunk arrival to publish), in ms.
+- ``age_ms`` float: age of the bin at publication: ``t_pub - t_lsl`` in ms (the bin's last
+  sample to publish, on one clock). The deadline and OVERRUN go by this one.
 - ``flags`` int: bitmask, table below.
 - ``values`` bytes: float32 little-endian, one per output (``np.frombuffer(b, "<f4")``).
 - ``chain_ms``, ``infer_ms`` float (optional): the parts of ``lat_ms`` spent in the signal
@@ -34,19 +36,27 @@ bit    name                  meaning
 =====  ====================  ==============================================================
 1      FLAG_GAP              samples were missing before or inside this bin (filled)
 2      FLAG_REPAIRED         non-finite samples in this bin were replaced
-4      FLAG_OVERRUN          this bin missed its deadline
-8      FLAG_RECONNECTED      first bins after a reconnect or reset: filters re-warming
-16     FLAG_WARMUP           the model window is not yet full of real bins
+4      FLAG_OVERRUN          this bin missed its deadline (age_ms above it)
+8      FLAG_RECONNECTED      bins after a reconnect or a chain reset (not a fresh start)
+16     FLAG_WARMUP           the model window is not yet full, or the filters not yet settled
 32     FLAG_STALE            the newest sample was older than the source's stale limit
 64     FLAG_CLOCK_RESET      the source's timestamps jumped backwards
-128    FLAG_TIME_JITTER      the source's timestamps did not increase (within tolerance)
+128    FLAG_TIME_JITTER      reserved, no longer set (jitter is absorbed by the dejittered clock)
 256    FLAG_FLAT_CHANNEL     a channel did not change over the last status period (dead or railed)
 =====  ====================  ==============================================================
 
 Never blocking: sends use ``zmq.NOBLOCK``. A PUB socket drops a message for a subscriber
 whose queue (``sndhwm``) is full, silently and per subscriber, so a slow logger never
 costs the task controller anything; subscribers see the loss as a jump in ``seq``
-(`Subscriber.missed`). With ``nodrop=True`` the socket is an XPUB with ``XPUB_NODROP``:
+(`Subscriber.missed`). ``sndhwm`` is 500 messages (5 s of 10 ms bins), down from 1000: it
+must hold the largest legitimate burst (a filled gap of up to 50 bins, plus up to 30
+bins held while a jittery gap's size is settled, plus a stall's backlog of up to 50)
+with room for ZeroMQ's I/O thread being starved of CPU; measured on a loaded 2-core
+machine, 10 lost 14 of the 20 bins of one filled gap and 100 lost 6 bins in a 60 s soak.
+Freshness does not come from this queue (the kernel's socket buffers hold thousands of
+messages anyway) but from the subscriber side: a task loop that must act on the newest bin
+calls `Subscriber.latest()`, which drains what is queued and returns the newest kinematics.
+With ``nodrop=True`` the socket is an XPUB with ``XPUB_NODROP``:
 a full queue then raises ``zmq.Again``, counted in ``dropped`` (but a slow subscriber then
 costs every subscriber that message). ``dropped`` also counts messages that could not be
 encoded or sent for any other reason; publish never raises on the hot path.
@@ -156,7 +166,7 @@ def decode(frames: list[bytes]) -> tuple[str, dict]:
         if len(msg["values"]) % 4:
             raise SchemaError(f"kinematics 'values' has {len(msg['values'])} bytes, not a multiple of 4 (float32)")
         msg["values"] = np.frombuffer(msg["values"], dtype="<f4")
-        for key in ("chain_ms", "infer_ms"):  # optional, additive within version 1
+        for key in ("chain_ms", "infer_ms", "age_ms"):  # optional, additive within version 1
             val = msg.get(key)
             if val is None:
                 continue
@@ -169,13 +179,35 @@ def decode(frames: list[bytes]) -> tuple[str, dict]:
     return topic, msg
 
 
+class PublishAddressError(OSError):
+    """The PUB socket cannot bind: a malformed address, a busy port, or not this machine's address."""
+
+
+def _bind_problem(address: str, e: "zmq.ZMQError") -> str:
+    """One line for a failed bind that tells a malformed address from a busy port."""
+    import errno
+
+    example = "e.g. tcp://127.0.0.1:5556 (this machine only) or tcp://*:5556 (every interface)"
+    if e.errno == errno.EADDRINUSE:
+        return (f"cannot publish on {address}: the port is already in use (another `rtdecode run` or another "
+                f"program is bound to it): stop that program, or pass another --address, e.g. tcp://127.0.0.1:5557")
+    if "://" not in address or e.errno in (errno.EINVAL, errno.EPROTONOSUPPORT):
+        return f"--address {address!r} is not a ZeroMQ address ({e.strerror}): write it as tcp://HOST:PORT, {example}"
+    if e.errno in (errno.ENODEV, errno.EADDRNOTAVAIL):
+        return (f"cannot publish on {address}: the host is not an address or interface of this machine "
+                f"({e.strerror}): pass --address with one of this machine's addresses, {example}")
+    if e.errno == errno.EACCES:
+        return f"cannot publish on {address}: permission denied ({e.strerror}; ports below 1024 need root): pass another --address, {example}"
+    return f"cannot publish on {address}: {e.strerror or e}: pass another --address, {example}"
+
+
 class ZmqPublisher:
     """PUB socket bound to `address`; every publish is non-blocking and returns False on a drop."""
 
     def __init__(
         self,
         address: str = "tcp://127.0.0.1:5556",
-        sndhwm: int = 1000,
+        sndhwm: int = 500,  # 5 s of 10 ms bins: see the module docstring
         linger_ms: int = 0,
         nodrop: bool = False,
     ):
@@ -195,10 +227,7 @@ class ZmqPublisher:
         except zmq.ZMQError as e:
             self._sock.close(0)
             self._ctx.term()
-            raise OSError(
-                f"cannot publish on {address}: {e}. Is another rtdecode (or program) bound to it? "
-                f"Pass another --address, e.g. tcp://127.0.0.1:5557."
-            ) from None
+            raise PublishAddressError(_bind_problem(address, e)) from None
         self.endpoint = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()  # real port for tcp://...:*
         self._packer = msgpack.Packer(default=_plain, use_bin_type=True)
         self._hello: dict = {}
@@ -208,7 +237,7 @@ class ZmqPublisher:
     # -- hot path ---------------------------------------------------------------------------
     def publish_kinematics(
         self, seq: int, t_lsl: float, t_pub: float, latency_ms: float, values: np.ndarray, flags: int = 0,
-        chain_ms: float | None = None, infer_ms: float | None = None,
+        chain_ms: float | None = None, infer_ms: float | None = None, age_ms: float | None = None,
     ) -> bool:
         if values.dtype != np.dtype("<f4") or not values.flags.c_contiguous:
             values = np.ascontiguousarray(values, dtype="<f4")
@@ -225,6 +254,8 @@ class ZmqPublisher:
             msg["chain_ms"] = float(chain_ms)
         if infer_ms is not None:
             msg["infer_ms"] = float(infer_ms)
+        if age_ms is not None:
+            msg["age_ms"] = float(age_ms)
         if self._names is not None:
             msg["names"] = self._names
         return self._send(TOPIC_KINEMATICS, msg)
@@ -290,11 +321,14 @@ except ImportError:  # pragma: no cover - a subscriber machine without pylsl
 
 
 class Subscriber:
-    """A small SUB helper for tools, tests and the bench: recv() -> (topic, msg) | None.
+    """A small SUB helper for tools, tests and the bench: recv() -> (topic, msg) | None, and
+    latest() -> the newest kinematics message | None, for a task loop.
 
-    Tracks `received`, `missed` (jumps in kinematics seq) and the latest output `names`."""
+    Tracks `received`, `missed` (jumps in kinematics seq not explained by `latest()`),
+    `skipped` (older bins `latest()` drained and dropped) and the latest output `names`.
+    `rcvhwm` (1000 messages, 10 s of bins, by default) bounds what queues up here."""
 
-    def __init__(self, address: str | None = None, topics=TOPICS, rcvhwm: int = 100_000):
+    def __init__(self, address: str | None = None, topics=TOPICS, rcvhwm: int = 1000):
         self._ctx = zmq.Context(io_threads=1)
         self._sock = self._ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.RCVHWM, int(rcvhwm))
@@ -303,6 +337,7 @@ class Subscriber:
         self._poller.register(self._sock, zmq.POLLIN)
         self.received = 0
         self.missed = 0
+        self.skipped = 0
         self.invalid = 0
         self.last_seq: int | None = None
         self.names: list[str] | None = None
@@ -347,6 +382,59 @@ class Subscriber:
                     if hello.get("names") is not None:
                         self.names = list(hello["names"])
             return topic, msg
+
+    def latest(self, timeout_ms: int = 1000) -> dict | None:
+        """The newest kinematics message: everything already queued is drained without
+        blocking (hello and status on the way are taken in), older bins are dropped and
+        counted in `skipped`. If nothing is queued, waits up to timeout_ms for one.
+
+        Only the newest bin is decoded, so draining costs a few µs per queued message.
+        Returns None when no kinematics message came in time."""
+        sock = self._sock
+        deadline = time.monotonic() + timeout_ms / 1000.0
+        while True:
+            newest = None
+            drained = 0
+            while True:
+                try:
+                    frames = sock.recv_multipart(flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if len(frames) == 2 and frames[0] == TOPIC_KINEMATICS:
+                    if newest is not None:
+                        drained += 1
+                    newest = frames
+                    continue
+                try:
+                    topic, msg = decode(frames)
+                except SchemaError:
+                    self.invalid += 1
+                    continue
+                self.received += 1
+                hello = msg if topic == "hello" else msg.get("hello") if topic == "status" else None
+                if hello:
+                    self.hello = hello
+                    if hello.get("names") is not None:
+                        self.names = list(hello["names"])
+            if newest is not None:
+                try:
+                    _, msg = decode(newest)
+                except SchemaError:
+                    self.invalid += 1
+                    msg = None
+                if msg is not None:
+                    self.received += 1 + drained
+                    self.skipped += drained
+                    seq = msg["seq"]
+                    if self.last_seq is not None and seq > self.last_seq + 1 + drained:
+                        self.missed += seq - self.last_seq - 1 - drained
+                    self.last_seq = seq
+                    if msg.get("names") is not None:
+                        self.names = msg["names"]
+                    return msg
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._poller.poll(math.ceil(left * 1000)):
+                return None
 
     def close(self) -> None:
         self._sock.close(0)

@@ -16,12 +16,31 @@ What this module does, and why (DESIGN.md, "LSL input"):
   (float64, mapped to this machine's `pylsl.local_clock()` by the inlet's
   `time_correction`, refreshed once a second). Nothing is allocated per pull beyond the
   small objects pylsl itself creates.
-- Timestamp checks run on the raw (uncorrected) stamps, so an update of the clock offset
-  is never mistaken for a gap: a step larger than one period + `gap_tolerance_s` is a gap
-  (`last_gap_samples` estimated missing samples, `last_gap_at` the index in this pull of
-  the first sample after it), a step backwards by more than that is a clock reset, a
-  smaller non-increasing step is a "backstep" (timestamp jitter). The fast path is two
-  numpy reductions; the slow path runs only when one of them trips.
+- Timestamps are *dejittered* (docs/faults.md, "Timestamps"). Acquisition software
+  stamps a chunk with `local_clock()` when it pushes it (liblsl back-dates the chunk's
+  other samples by the nominal period), so raw stamps carry the pusher's scheduling
+  jitter (0-3 ms is common). The source keeps, per inlet segment, an exponentially
+  weighted least-squares line of raw stamp against the cumulative sample count (half-life
+  `dejitter_halflife_s`, slope free within 1000 ppm of the nominal period once 2 s are in
+  the fit) and stamps every sample from that line, clock-corrected; the published stamps
+  advance by exactly one fitted period per sample and follow the fit (and updates of the
+  clock offset) by slewing at most 500 ppm, never by a step. liblsl's own
+  `proc_dejitter` is not used: it smooths stamps but does not tell a lost sample from a
+  late chunk, and it would hide the sample-count deficit a gap is detected by.
+- A *gap* is a sample-count deficit against that line: the first sample after it is
+  stamped more than the tolerance later than the line predicts for it. The tolerance is
+  max(`gap_tolerance_s`, 6 x the RMS residual of the fit); `gap_tolerance_s` defaults to
+  max(5 ms, 2.5 sample periods). The number of missing samples is the deficit in
+  periods, rounded; when the stream is jittery (RMS residual above 0.05 period), the
+  source first keeps pulling the chunks that follow, for at most `gap_settle_s`, and
+  takes a robust mean of their deficits, so a loss of 37 samples is counted as 37, not
+  36 or 38. A deficit that rounds to 0 is a late push, not a loss (counted in
+  `stamp_outliers`, no flag: the published clock goes by the sample count). Stamps earlier
+  than the line by more than max(10 x the tolerance, 50 ms) are a clock reset: the fit
+  restarts there (CLOCK_RESET); less early ones are absorbed (`stamp_outliers`). Losses
+  smaller than the tolerance cannot be told from
+  jitter and are not reported. The fast path is a few numpy reductions per pull; the
+  slow path runs only when one of them trips.
 - A stream is *stalled* when no sample arrived for `stall_timeout`, *lost* when liblsl
   reports the outlet gone (inlets are opened with `recover=False`: liblsl's own recovery
   hides a dead stream, DESIGN.md). Either way `connected` turns False, and
@@ -64,8 +83,12 @@ PULL_GAP = 1  # samples missing before `last_gap_at` (== FLAG_GAP)
 PULL_NONFINITE = 2  # NaN or Inf among data[:n] (== FLAG_REPAIRED once the runtime repairs them)
 PULL_RECONNECTED = 8  # first pull from a new inlet after a reconnect (== FLAG_RECONNECTED)
 PULL_STALE = 32  # newest sample older than stale_after_s on arrival (== FLAG_STALE)
-PULL_CLOCK_RESET = 64  # timestamps went backwards by more than the tolerance (== FLAG_CLOCK_RESET)
-PULL_BACKSTEP = 128  # a timestamp did not increase (jitter, within tolerance) (== FLAG_TIME_JITTER)
+PULL_CLOCK_RESET = 64  # stamps earlier than the dejittered clock by more than the tolerance (== FLAG_CLOCK_RESET)
+PULL_BACKSTEP = 128  # == FLAG_TIME_JITTER; no longer set: jitter is absorbed by the dejittered clock
+
+_SLEW = 5e-4  # the published clock follows the fit at most this fast (s per s)
+_MAX_DRIFT = 1e-3  # the fitted period stays within this of the nominal one
+_SETTLE_SIGMA = 0.05  # fit RMS residual (in periods) above which a gap's size is settled on later chunks
 
 _FORMAT_NAMES = {
     pylsl.cf_float32: "float32",
@@ -79,6 +102,8 @@ _FORMAT_NAMES = {
 _NUMPY_DTYPES = {"float32": np.float32, "double64": np.float64, "int32": np.int32, "int16": np.int16}
 
 _REMEDY = "pick another stream with --stream or retrain"
+_SETTLE_S = 0.5  # after the first answer, listen this long for other matching streams
+_MAX_STREAMS = 1024  # pylsl's result buffer: "wait for this many" means "wait the whole time"
 _FORGET_AFTER_S = 2.0  # the background resolver drops a vanished stream after this long
 
 
@@ -90,6 +115,10 @@ class StreamMismatchError(ValueError):
     """The stream's channel count, rate or format disagrees with the bundle (both values given)."""
 
 
+class AmbiguousStreamError(ValueError):
+    """Several streams match the query and fit the bundle: the message lists them (pass --source-id)."""
+
+
 @dataclass
 class SourceEvents:
     """Cumulative counters (plain ints; `to_dict()` for status messages)."""
@@ -99,7 +128,8 @@ class SourceEvents:
     gaps: int = 0  # timestamp jumps (and reconnects that lost samples)
     samples_lost_est: int = 0  # estimated from timestamp jumps
     clock_resets: int = 0
-    backsteps: int = 0  # non-increasing timestamps within tolerance (jitter)
+    backsteps: int = 0  # pulls whose raw stamps did not increase (jitter; absorbed by the dejittered clock)
+    stamp_outliers: int = 0  # chunks stamped off the dejittered clock beyond the tolerance, nothing lost
     stalls: int = 0  # no sample for stall_timeout
     lost: int = 0  # liblsl reported the outlet gone
     reconnects: int = 0
@@ -120,6 +150,14 @@ def _describe(info) -> str:
         f"'{info.name()}' (type '{info.type()}', {info.channel_count()} ch, {info.nominal_srate():g} Hz, "
         f"{_fmt_name(info)}, source_id '{info.source_id()}', host '{info.hostname()}')"
     )
+
+
+def _unique(infos: list) -> list:
+    """One entry per stream uid (liblsl may report a stream once per network interface)."""
+    seen: dict = {}
+    for i in infos:
+        seen.setdefault(i.uid(), i)
+    return list(seen.values())
 
 
 def _quote(s: str) -> str:
@@ -156,6 +194,8 @@ class LSLSource:
         max_buffered_s: float = 1.0,
         source_id: str | None = None,
         gap_tolerance_s: float | None = None,
+        gap_settle_s: float = 0.3,
+        dejitter_halflife_s: float = 30.0,
         stale_after_s: float = 0.25,
         formats: tuple[str, ...] = ("float32", "double64", "int32", "int16"),
         check_finite: bool = True,
@@ -186,10 +226,11 @@ class LSLSource:
         self.backoff_max_s = float(backoff_max_s)
 
         self._period = 1.0 / self.sampling_rate
-        tol = 0.5 * self._period if gap_tolerance_s is None else float(gap_tolerance_s)
+        tol = max(0.005, 2.5 * self._period) if gap_tolerance_s is None else float(gap_tolerance_s)
         self.gap_tolerance_s = tol
-        self._gap_thr = self._period + tol  # a step above this is a gap
-        self._reset_thr = self._period + tol  # a step below minus this is a clock reset
+        self.gap_settle_s = float(gap_settle_s)
+        self._lam = 0.5 ** (1.0 / max(1.0, dejitter_halflife_s * self.sampling_rate))  # fit forgetting per sample
+        self._lam_sig = 0.5 ** (1.0 / max(1.0, 5.0 * self.sampling_rate))  # residual RMS: 5 s half-life
 
         # outputs of pull(): preallocated once
         self.data = np.zeros((self.max_chunk, self.n_channels), dtype=np.float32)
@@ -199,9 +240,23 @@ class LSLSource:
         self.last_flags = 0
         self.events = SourceEvents()
         self.last_error = ""  # the latest refusal or failure during reconnection, for status
+        # seconds the stamps of this inlet jumped back at clock resets, summed: add it to a
+        # stamp to compare it with local_clock() (ages, deadlines, staleness)
+        self.clock_shift = 0.0
+        self._old_line = None  # the line before the last clock reset, while the shift is refined
 
         self._raw = np.zeros(self.max_chunk + 1, dtype=np.float64)  # [prev, raw stamps of this pull]
         self._dt = np.zeros(self.max_chunk, dtype=np.float64)
+        self._res = np.zeros(self.max_chunk, dtype=np.float64)  # residuals against the fit
+        self._u = np.zeros(self.max_chunk, dtype=np.float64)  # sample counts relative to the fit's reference
+        self._ramp = np.arange(self.max_chunk, dtype=np.float64)  # 0, 1, 2, ...
+        self._rmin = np.zeros(64, dtype=np.float64)  # lowest residual of each of the last 64 pulls
+        self._fit_reset()
+        # residual mean square (weight, weighted sum), kept across segments: the stream's jitter
+        # does not change with a clock reset. Prior: tolerance / 6 for 1 s, so the first gaps
+        # are settled too; a schedule-stamped stream brings it near 0 within seconds.
+        self._sig_w = self.sampling_rate
+        self._sig_s = self._sig_w * (tol / 6.0) ** 2
         self._dest = self.data  # where liblsl writes (a native-dtype buffer for non-float32 streams)
         self._dest_rest = self.data[1:]
         self._convert = False
@@ -277,23 +332,15 @@ class LSLSource:
         except _LostError:
             self._on_lost()
             return 0
-        if self._convert:
-            np.copyto(self.data[:n], self._dest[:n], casting="unsafe")
         now = pylsl.local_clock()
         self._last_data = now
         self._connected = True
         if now >= self._next_offset:
             self._refresh_offset(now)
+        n = self._stamp(n)  # dejittered stamps into timestamps[:n]; may pull more after a gap
+        if self._convert:
+            np.copyto(self.data[:n], self._dest[:n], casting="unsafe")
         ts_out = self.timestamps[:n]
-        np.add(raw[1 : n + 1], self._offset, out=ts_out)
-
-        # timestamp checks on raw stamps: fast path is two reductions
-        raw[0] = raw[1] - self._period if self._prev_ts != self._prev_ts else self._prev_ts
-        dt = self._dt[:n]
-        np.subtract(raw[1 : n + 1], raw[:n], out=dt)
-        if dt.max() > self._gap_thr or dt.min() <= 0.0:
-            self._inspect(n)
-        self._prev_ts = raw[n]
 
         ev = self.events
         if self._reconnected:
@@ -310,7 +357,7 @@ class LSLSource:
         if self.check_finite and not math.isfinite(self.data[:n].sum()):
             self.last_flags |= PULL_NONFINITE
             ev.nonfinite_chunks += 1
-        if now - ts_out[n - 1] > self.stale_after_s:
+        if now - ts_out[n - 1] - self.clock_shift > self.stale_after_s:
             self.last_flags |= PULL_STALE
             ev.stale_chunks += 1
         return n
@@ -361,9 +408,18 @@ class LSLSource:
             pred += f" and source_id={_quote(self.source_id)}"
         return pred
 
+    def _misfits(self, info) -> list:
+        from .discover import fit_problems
+
+        return fit_problems(info.channel_count(), info.nominal_srate(), _fmt_name(info), want_channels=self.n_channels,
+                            want_rate=self.sampling_rate, formats=self.formats)  # fmt: skip
+
     def _choose(self, infos: list):
-        """Prefer a name match over a type match, then the newest stream."""
-        best = sorted(infos, key=lambda i: (i.name() == self.query, i.created_at()), reverse=True)
+        """Prefer a stream that fits the bundle, then a name match over a type match, then the
+        newest (reconnection; `open()` refuses an ambiguous choice in `_pick` instead)."""
+        infos = _unique(infos)
+        fitting = [i for i in infos if not self._misfits(i)] or infos
+        best = sorted(fitting, key=lambda i: (i.name() == self.query, i.created_at()), reverse=True)
         if len(best) > 1:
             log.warning(
                 "%d streams match %r; using %s (others: %s). Pass --source-id to pin one.",
@@ -374,46 +430,73 @@ class LSLSource:
             )
         return best[0]
 
+    def _pick(self, infos: list):
+        """At open: the one candidate that fits the bundle. Several that fit: refuse and list
+        them; none fits: say why for each (one candidate: `_validate` says it)."""
+        infos = _unique(infos)
+        if len(infos) == 1:
+            return infos[0]
+        misfits = [(i, self._misfits(i)) for i in infos]
+        fitting = [i for i, m in misfits if not m]
+        if len(fitting) == 1:
+            if len(infos) > 1:
+                log.info("%d streams match %r; %s is the one that fits the bundle", len(infos), self.query,
+                         _describe(fitting[0]))  # fmt: skip
+            return fitting[0]
+        if fitting:
+            raise AmbiguousStreamError(
+                f"{len(fitting)} LSL streams match '{self.query}' and fit the bundle: "
+                + "; ".join(_describe(i) for i in fitting)
+                + ". Pass --source-id with the source_id of the one to decode (`rtdecode streams` lists them)"
+                + (", or --stream with a name that only one of them has" if len({i.name() for i in fitting}) > 1 else "")
+            )
+        why = "; ".join(f"{_describe(i)} {m[0].text}" for i, m in misfits)
+        raise StreamMismatchError(
+            f"{len(infos)} LSL streams match '{self.query}' but none fits the bundle: {why}. "
+            f"Start a stream that fits, or pick another with --stream or --source-id "
+            f"(`rtdecode streams --bundle DIR` shows which fit), or retrain"
+        )
+
     def _resolve(self, timeout: float):
-        infos = pylsl.resolve_bypred(self._predicate(), 1, timeout)
+        pred = self._predicate()
+        infos = pylsl.resolve_bypred(pred, 1, timeout)
         if infos:
-            return self._choose(infos)
+            # liblsl returns as soon as one stream has answered; listen a little longer so that
+            # every matching stream is a candidate and the choice does not depend on who answered first
+            settle = min(_SETTLE_S, max(timeout, 0.2))
+            infos = list(infos) + list(pylsl.resolve_bypred(pred, _MAX_STREAMS, settle))
+            return self._pick(infos)
         wait = min(1.0, max(0.2, timeout / 5))
         visible = pylsl.resolve_streams(wait_time=wait)
         listing = "; ".join(_describe(i) for i in visible) if visible else "none"
-        pinned = f" with source_id '{self.source_id}'" if self.source_id else ""
+        if self.source_id:
+            same = [i for i in visible if self.query in (i.name(), i.type())]
+            if same:
+                raise StreamNotFoundError(
+                    f"no LSL stream named or typed '{self.query}' has source_id '{self.source_id}' "
+                    f"(looked for {timeout:g} s). Streams named or typed '{self.query}' have source_id "
+                    + ", ".join(f"'{i.source_id()}'" for i in same)
+                    + f": pass one of them with --source-id, or drop --source-id (`rtdecode streams` lists "
+                    f"every visible stream). Visible streams: {listing}"
+                )
+            raise StreamNotFoundError(
+                f"no LSL stream named or typed '{self.query}' with source_id '{self.source_id}' found within "
+                f"{timeout:g} s. Visible streams: {listing}. Start the acquisition (or `rtdecode replay FILE`), "
+                f"check that it is on this network (LSL ResolveScope, firewall), or fix --stream / --source-id "
+                f"(`rtdecode streams` lists every visible stream with its source_id)"
+            )
         raise StreamNotFoundError(
-            f"no LSL stream named or typed '{self.query}'{pinned} found within {timeout:g} s. "
-            f"Visible streams: {listing}. Start the acquisition (or `rtdecode replay <recording.npz>`), "
-            f"check that it is on this network (LSL ResolveScope, firewall), or pass --stream with one "
-            f"of the names or types above."
+            f"no LSL stream named or typed '{self.query}' found within {timeout:g} s. "
+            f"Visible streams: {listing}. Start the acquisition (or `rtdecode replay FILE`), "
+            f"check that it is on this network (LSL ResolveScope, firewall), wait longer (--resolve-timeout), "
+            f"or pass --stream with one of the names or types above (`rtdecode streams` lists them)"
         )
 
     def _validate(self, info) -> None:
-        where = f"stream '{info.name()}' (type '{info.type()}', source_id '{info.source_id()}')"
-        if info.channel_count() != self.n_channels:
-            raise StreamMismatchError(
-                f"{where} has {info.channel_count()} channels, bundle expects {self.n_channels} "
-                f"(manifest.json input.n_channels): {_REMEDY}"
-            )
-        rate = info.nominal_srate()
-        if rate <= 0:
-            raise StreamMismatchError(
-                f"{where} has an irregular rate (nominal_srate {rate:g}), bundle expects "
-                f"{self.sampling_rate:g} Hz (manifest.json input.sampling_rate): {_REMEDY}"
-            )
-        if abs(rate - self.sampling_rate) > 1e-6 * self.sampling_rate:
-            raise StreamMismatchError(
-                f"{where} has a nominal rate of {rate:g} Hz, bundle expects {self.sampling_rate:g} Hz "
-                f"(manifest.json input.sampling_rate): resample at the source, {_REMEDY}"
-            )
-        fmt = _fmt_name(info)
-        if fmt not in self.formats:
-            raise StreamMismatchError(
-                f"{where} sends {fmt} samples, the runtime reads {', '.join(self.formats)} "
-                f"(converted to the bundle's float32, manifest.json input.dtype): "
-                f"send a numeric format from the acquisition or {_REMEDY}"
-            )
+        misfits = self._misfits(info)
+        if misfits:
+            where = f"stream '{info.name()}' (type '{info.type()}', source_id '{info.source_id()}')"
+            raise StreamMismatchError(f"{where} {misfits[0].text}: {misfits[0].fix}")
 
     # -- inlet lifecycle ------------------------------------------------------------------
     def _connect(self, info, timeout: float, tc_timeout: float) -> None:
@@ -459,6 +542,9 @@ class LSLSource:
         }
         self._connected = True
         self._prev_ts = math.nan
+        self._fit_reset()  # a new inlet is a new clock segment
+        self.clock_shift = 0.0
+        self._old_line = None
         self._last_data = pylsl.local_clock()
         self._next_offset = self._last_data + 1.0 if self._offset_valid else self._last_data
 
@@ -539,24 +625,248 @@ class LSLSource:
         log.warning("reconnected to %s", _describe(info))
         return True
 
-    def _inspect(self, n: int) -> None:
-        """Slow path: locate and classify the timestamp steps that tripped the fast check."""
+    # -- timestamps: the dejittered clock ------------------------------------------------
+    def _fit_reset(self) -> None:
+        """Start a new clock segment (new inlet, clock reset): no fit, no published clock."""
+        self._k = 0.0  # segment sample count of the next sample (lost samples included)
+        self._fk = self._ft = 0.0  # the fit's reference: sample count and raw stamp
+        self._S0 = self._Su = self._Suu = self._Sv = self._Suv = 0.0  # weighted sums about it
+        self._ok = self._ot = math.nan  # sample count and published stamp of the last sample out
+        self._rmin_n = 0  # pulls in the _rmin ring
+
+    def _line(self) -> tuple[float, float]:
+        """(a, b): the fitted raw stamp at the reference is ft + a, b seconds per sample."""
+        T = self._period
+        b = T
+        S0, Su = self._S0, self._Su
+        if S0 > 2.0 * self.sampling_rate:  # 2 s in the fit: the slope is free (clock drift)
+            det = S0 * self._Suu - Su * Su
+            if det > 0.0:
+                b = (S0 * self._Suv - Su * self._Sv) / det
+                b = min(max(b, T * (1.0 - _MAX_DRIFT)), T * (1.0 + _MAX_DRIFT))
+        return (self._Sv - b * Su) / S0, b
+
+    def _residuals(self, i0: int, i1: int, k0: float) -> np.ndarray:
+        """res[i0:i1]: raw stamps of samples i0.. minus the fit's prediction for counts k0.."""
+        a, b = self._line()
+        u = self._u[i0:i1]
+        np.add(self._ramp[: i1 - i0], k0 - self._fk, out=u)
+        r = self._res[i0:i1]
+        np.multiply(u, b, out=r)
+        r += self._ft + a
+        np.subtract(self._raw[1 + i0 : 1 + i1], r, out=r)
+        return r
+
+    def _fit_add(self, i0: int, i1: int, k0: float) -> None:
+        """Add samples i0..i1-1 (segment counts k0..) to the fit; re-reference at the last."""
+        m = i1 - i0
+        if m <= 0:
+            return
+        raw = self._raw
+        k_last, t_last = k0 + m - 1, float(raw[i1])
+        S0 = self._S0
+        if S0 > 0.0:
+            s, r = k_last - self._fk, t_last - self._ft
+            Su, Sv = self._Su, self._Sv
+            w = self._lam**s
+            self._Suv = w * (self._Suv - r * Su - s * Sv + s * r * S0)
+            self._Suu = w * (self._Suu - 2.0 * s * Su + s * s * S0)
+            self._Su = w * (Su - s * S0)
+            self._Sv = w * (Sv - r * S0)
+            self._S0 = w * S0
+        self._fk, self._ft = k_last, t_last
+        v = self._dt[:m]
+        np.subtract(raw[1 + i0 : 1 + i1], t_last, out=v)
+        u = self._u[:m]
+        np.subtract(self._ramp[:m], m - 1.0, out=u)
+        self._S0 += m
+        self._Su -= m * (m - 1) / 2.0
+        self._Suu += (m - 1) * m * (2 * m - 1) / 6.0
+        self._Sv += float(v.sum())
+        self._Suv += float(np.dot(u, v))
+
+    def _sigma(self) -> float:
+        return math.sqrt(self._sig_s / self._sig_w) if self._sig_w > 0.0 else 0.0
+
+    def _tolerance(self) -> float:
+        return max(self.gap_tolerance_s, 6.0 * self._sigma())
+
+    def _emit(self, i0: int, i1: int, k0: float) -> None:
+        """timestamps[i0:i1] for segment counts k0..: one fitted period per sample, slewed
+        (at most _SLEW) toward the fit plus the current clock offset."""
+        m = i1 - i0
+        if m <= 0:
+            return
+        a, b = self._line()
+        k_last = k0 + m - 1
+        target = self._ft + a + b * (k_last - self._fk) + self._offset
+        if self._ok != self._ok:  # segment start: the first sample sits on the fit
+            self._ok, self._ot = k0 - 1.0, target - m * b
+        d = k_last - self._ok
+        e = target - (self._ot + d * b)
+        lim = _SLEW * d * self._period
+        if abs(e) > max(0.05, 20.0 * self._tolerance()):  # far off (offset jump): snap, do not slew for minutes
+            c = e
+        else:
+            c = min(max(e, -lim), lim)
+        ts = self.timestamps[i0:i1]
+        np.add(self._ramp[:m], k0 - self._ok, out=ts)
+        ts *= b + c / d
+        ts += self._ot
+        self._ok, self._ot = k_last, float(ts[m - 1])
+
+    def _stamp(self, n: int) -> int:
+        """Classify and dejitter the raw stamps raw[1:n+1]; returns n (larger when a gap's
+        size was settled on the chunks that followed it)."""
+        raw = self._raw
+        raw[0] = raw[1] - self._period if self._prev_ts != self._prev_ts else self._prev_ts
         dt = self._dt[:n]
-        ev = self.events
-        for i in np.flatnonzero((dt > self._gap_thr) | (dt <= 0.0)):
-            d = float(dt[i])
-            if d > self._gap_thr:
-                lost = max(1, int(round(d / self._period)) - 1)
-                self.last_gap_samples += lost
-                if self.last_gap_at < 0:
-                    self.last_gap_at = int(i)
-                self.last_flags |= PULL_GAP
-                ev.gaps += 1
-                ev.samples_lost_est += lost
-            elif d < -self._reset_thr:
-                self.last_flags |= PULL_CLOCK_RESET
-                ev.clock_resets += 1
-                self._next_offset = 0.0  # re-read the offset at the next pull
+        np.subtract(raw[1 : n + 1], raw[:n], out=dt)
+        if dt.min() <= 0.0:  # raw jitter (pulls with a non-increasing stamp): absorbed by the dejittered clock
+            self.events.backsteps += 1
+        k = self._k
+        if self._S0 <= 0.0:  # first pull of a segment
+            self._fit_add(0, n, k)
+            self._emit(0, n, k)
+            self._k = k + n
+        else:
+            r = self._residuals(0, n, k)
+            tol = self._tolerance()
+            lo = float(r.min())
+            if r.max() > tol or lo < -tol:
+                n = self._slow(n, tol)
             else:
-                self.last_flags |= PULL_BACKSTEP
-                ev.backsteps += 1
+                self._rmin[self._rmin_n % 64] = lo  # the stamps' lower envelope, for sizing gaps
+                self._rmin_n += 1
+                w = self._lam_sig**n
+                self._sig_w = w * self._sig_w + n
+                self._sig_s = w * self._sig_s + float(np.dot(r, r))
+                self._fit_add(0, n, k)
+                self._emit(0, n, k)
+                self._k = k + n
+        self._prev_ts = raw[n]
+        if self._old_line is not None:
+            self._refine_shift()
+        return n
+
+    def _refine_shift(self) -> None:
+        """After a clock reset: the jump is the old line, extrapolated, minus the new fit, at
+        the same sample; the new fit firms up over its first 2 s, then the shift is kept."""
+        ft, a, b, fk, k0, base = self._old_line
+        a2, _ = self._line()
+        self.clock_shift = base + (ft + a + b * (k0 + self._fk - fk)) - (self._ft + a2)
+        if self._k >= 2.0 * self.sampling_rate:
+            self._old_line = None
+
+    def _slow(self, n: int, tol: float) -> int:
+        """Slow path: a stamp beyond the tolerance. Later than the fit: a gap (or a late
+        chunk); earlier: a clock reset."""
+        r = self._res[:n]
+        k = self._k
+        ev = self.events
+        hi = np.flatnonzero(r > tol)
+        lo = np.flatnonzero(r < -max(10.0 * tol, 0.05))
+        g = int(hi[0]) if hi.size else n
+        j = int(lo[0]) if lo.size else n
+        if g == n and j == n:  # early by more than the tolerance, not enough for a reset: absorbed
+            self.events.stamp_outliers += 1
+            self._fit_add(0, n, k)
+            self._emit(0, n, k)
+            self._k = k + n
+            return n
+        if j < g:  # clock reset at sample j: a new segment from there
+            self._fit_add(0, j, k)
+            self._emit(0, j, k)
+            a, b = self._line()
+            # how far the stamps jumped: t_lsl follows the stream's stamps (LabRecorder keeps
+            # the raw stream on them too), ages and staleness add this back. First from one
+            # stamp; refined against the new segment's fit for its first 2 s (_refine_shift)
+            old = (self._ft, a, b, self._fk, k + j, self.clock_shift)
+            self.clock_shift += self._ft + a + b * (k + j - self._fk) - float(self._raw[j + 1])
+            self._fit_reset()
+            self._old_line = old
+            self._fit_add(j, n, 0.0)
+            self._emit(j, n, 0.0)
+            self._k = float(n - j)
+            self.last_flags |= PULL_CLOCK_RESET
+            ev.clock_resets += 1
+            self._next_offset = 0.0  # re-read the offset at the next pull
+            return n
+        # a deficit from sample g on: how many periods? settle on the chunks that follow
+        if g > 0:
+            self._rmin[self._rmin_n % 64] = float(r[:g].min())
+            self._rmin_n += 1
+        self._fit_add(0, g, k)
+        T = self._period
+        sig = self._sigma()
+        settled = sig > _SETTLE_SIGMA * T
+        if settled:
+            n = self._settle(n, g, sig)
+        a, b = self._line()
+        r = self._residuals(g, n, k + g)
+        raw = self._raw
+        starts = [g] + [i for i in range(g + 1, n) if abs(raw[i + 1] - raw[i] - T) > 1e-3 * T]
+        later = sorted(float(r[i - g]) for i in starts[1:])
+        vals = sorted(float(r[i - g]) for i in starts)
+        if later and later[len(later) // 2] < 0.5 * tol:  # most chunks after the first back on the line
+            lost = 0
+        elif settled and self._rmin_n >= 8:
+            # a push is never early: stamps are the true time plus a delay >= 0, so compare the
+            # lower envelopes (lowest residual) after and before the gap; late pushes, and a
+            # pusher catching up, only raise residuals and cannot inflate the count
+            pre = float(self._rmin[: min(self._rmin_n, 64)].min())
+            lost = int(round((vals[0] - pre) / b))
+        else:
+            med = vals[len(vals) // 2]
+            keep = [v for v in vals if abs(v - med) <= max(4.0 * sig, T)]
+            lost = int(round(sum(keep) / len(keep) / b))
+        if lost >= 1:
+            self.last_gap_samples = lost
+            self.last_gap_at = g
+            self.last_flags |= PULL_GAP
+            ev.gaps += 1
+            ev.samples_lost_est += lost
+        else:  # stamped late (a late push), nothing missing: the count-based clock is not affected
+            lost = 0
+            ev.stamp_outliers += 1
+        k2 = k + g + lost
+        self._fit_add(g, n, k2)
+        self._emit(0, g, k)
+        self._emit(g, n, k2)
+        self._k = k2 + (n - g)
+        return n
+
+    def _settle(self, n: int, g: int, sig: float) -> int:
+        """Keep pulling after a suspected gap at sample g until the chunks after it pin its
+        size down (enough of them for a standard error of 0.1 period), for at most
+        gap_settle_s of stream or wall time, or until the buffer is full."""
+        inlet = self._inlet
+        T = self._period
+        need = min(60, math.ceil((sig / (0.1 * T)) ** 2))
+        raw = self._raw
+        t_end = time.monotonic() + self.gap_settle_s + self.pull_timeout
+        tol = self._tolerance()
+        a, b = self._line()
+        while n < self.max_chunk and inlet is not None:
+            starts = [i for i in range(g + 1, n) if abs(raw[i + 1] - raw[i] - T) > 1e-3 * T]
+            if len(starts) + 1 >= need or raw[n] - raw[g + 1] >= self.gap_settle_s or time.monotonic() >= t_end:
+                break
+            if starts:  # chunks after the first one back on the line: a late push, not a loss; decide now
+                later = sorted(raw[i + 1] - (self._ft + a + b * (self._k + i - self._fk)) for i in starts)
+                if later[len(later) // 2] < 0.5 * tol:
+                    break
+            try:
+                ts = inlet.pull_chunk(timeout=0.02, max_samples=1, dest_obj=self._dest[n:], **self._kw)[1]
+                if len(ts) == 0:
+                    continue
+                raw[n + 1] = ts[0]
+                n += 1
+                if n < self.max_chunk:
+                    ts = inlet.pull_chunk(timeout=0.0, max_samples=self.max_chunk - n, dest_obj=self._dest[n:], **self._kw)[1]
+                    m = len(ts)
+                    if m:
+                        raw[n + 1 : n + 1 + m] = ts
+                        n += m
+            except _LostError:
+                break  # the next pull reports it
+        return n

@@ -207,3 +207,77 @@ def test_cli_run_auto_says_onnxruntime(plain, tmp_path):
     assert time.monotonic() - t0 < 60
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["backend"] == line.removeprefix("backend: ")
+
+
+# -- streaming state: rings updated in place (layout ring_v1), everything else ping-pong
+
+
+def test_auto_runs_a_ring_bundle_in_place_with_the_same_output_as_ping_pong(tmp_path):
+    """A ring_v1 streaming bundle (a real exported student): auto picks ONNX Runtime here,
+    which binds each ring as input and output to one buffer (the counter and the phase
+    ping-pong) and decodes exactly what all-ping-pong decodes, over three ring wraps and
+    after a reset."""
+    _no_gpu()
+    from tests.export.students import student_bundle
+
+    b = student_bundle(tmp_path / "ring", "streaming")[0]
+    assert b.model.state_layout == "ring_v1"
+    be, why = select_backend(b, "auto")
+    ref_be = OnnxRuntimeBackend(b, inplace=False)
+    try:
+        assert isinstance(be, OnnxRuntimeBackend) and be.state_inplace and not ref_be.state_inplace
+        n_rings = sum(s.inplace for s in b.model.state)
+        assert n_rings == len(b.model.state) - 2 and f"{n_rings} in place, 2 ping-pong" in be.describe()
+        for spec, (a, c) in zip(b.model.state, be._state):
+            assert (a is c) == spec.inplace  # one buffer per ring, two for the others
+        rows = np.random.default_rng(1).standard_normal((3 * b.model.window_bins + 2, 1, 1, b.n_features)).astype(np.float32)
+        for _ in range(2):
+            got = np.stack([be.infer(x).copy() for x in rows])
+            ref = np.stack([ref_be.infer(x).copy() for x in rows])
+            np.testing.assert_array_equal(got, ref)
+            be.reset_state()
+            ref_be.reset_state()
+        assert not np.allclose(got[0], got[b.model.window_bins])  # the state carries
+    finally:
+        be.close()
+        ref_be.close()
+
+
+def _aliasing_breaks_bundle(path):
+    """A streaming bundle whose manifest wrongly marks its state in place: the graph reads
+    the state input after writing the output (behaviour = s_out - s = 1 when ping-ponged,
+    0 when both share one buffer)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from rtdecode.bundle import ModelSpec, StateSpec, write_bundle
+    from rtdecode.dsp.design import design_chain
+
+    chain = design_chain("lfp", fs=1000.0, n_channels=4, line_freq=None)
+    chain = chain.with_normalization(np.zeros(chain.n_features), np.ones(chain.n_features))
+    f = chain.n_features
+    one = helper.make_tensor("one", TensorProto.FLOAT, [1, 2], [1.0, 1.0])
+    nodes = [helper.make_node("Add", ["s", "one"], ["s_out"]), helper.make_node("Sub", ["s_out", "s"], ["behavior"])]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 1, f]),
+         helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("behavior", TensorProto.FLOAT, [1, 2]),
+         helper.make_tensor_value_info("s_out", TensorProto.FLOAT, [1, 2])], [one])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path.parent / "alias.onnx"))
+    spec = ModelSpec(kind="streaming", window_bins=4, state=(StateSpec("s", "s_out", (1, 2), inplace=True),),
+                     opset=17, state_layout="ring_v1")  # fmt: skip
+    return write_bundle(path, chain=chain, model_file=path.parent / "alias.onnx", model=spec, output_names=["a", "b"])
+
+
+def test_in_place_binding_is_refused_when_it_changes_the_output(tmp_path):
+    """The load check: a state marked in place whose graph would decode differently with
+    one buffer runs ping-pong, and says so."""
+    b = _aliasing_breaks_bundle(tmp_path / "alias")
+    with OnnxRuntimeBackend(b) as be:
+        assert not be.state_inplace and "refused by the load check" in be.describe()
+        x = np.zeros(be.input_shape, np.float32)
+        for _ in range(6):
+            np.testing.assert_array_equal(be.infer(x), [1.0, 1.0])

@@ -32,7 +32,9 @@ def bundles(gpu, tmp_path_factory):
     from tests.export.students import student_bundle
 
     root = tmp_path_factory.mktemp("gpu")
-    return {d: student_bundle(root / d, d)[0] for d in ("window", "streaming")}
+    out = {d: student_bundle(root / d, d)[0] for d in ("window", "streaming")}  # streaming: state layout ring_v1
+    out["streaming_shift_v0"] = student_bundle(root / "shift", "streaming", layout="shift_v0")[0]  # the older layout
+    return out
 
 
 def _copy(b, tmp_path):
@@ -42,7 +44,7 @@ def _copy(b, tmp_path):
     return load_bundle(tmp_path / "b")
 
 
-@pytest.mark.parametrize("design", ["window", "streaming"])
+@pytest.mark.parametrize("design", ["window", "streaming", "streaming_shift_v0"])
 @pytest.mark.parametrize("fp16", [False, True], ids=["fp32", "fp16"])
 def test_compile_then_backend_matches_onnxruntime(gpu, bundles, design, fp16, tmp_path):
     from rtdecode.backends import select_backend
@@ -79,15 +81,17 @@ def test_compile_then_backend_matches_onnxruntime(gpu, bundles, design, fp16, tm
         be.close()
 
 
-def test_streaming_state_ping_pongs_and_resets(gpu, bundles, tmp_path):
-    """The device-side state must carry across calls exactly as ONNX Runtime's does, with
-    and without CUDA graphs, and reset_state must restart the sequence."""
+@pytest.mark.parametrize("design", ["streaming", "streaming_shift_v0"])
+def test_streaming_state_ping_pongs_and_resets(gpu, bundles, design, tmp_path):
+    """The device-side state must carry across calls exactly as ONNX Runtime's does (ring
+    graph: over three ring wraps), with and without CUDA graphs, for both state layouts,
+    and reset_state must restart the sequence."""
     from rtdecode.backends.onnxruntime import OnnxRuntimeBackend
     from rtdecode.backends.tensorrt import TensorRTBackend
     from rtdecode.bundle import load_bundle
     from rtdecode.compile import compile_bundle, run_backend
 
-    b = _copy(bundles["streaming"], tmp_path)
+    b = _copy(bundles[design], tmp_path)
     compile_bundle(b.path)
     b = load_bundle(b.path)
     rows = np.random.default_rng(2).standard_normal((3 * b.model.window_bins, 1, b.n_features)).astype(np.float32)
@@ -96,6 +100,7 @@ def test_streaming_state_ping_pongs_and_resets(gpu, bundles, tmp_path):
     for graph in (True, False):
         be = TensorRTBackend(b, cuda_graph=graph)
         try:
+            assert f"state {b.model.state_layout} ping-pong" in be.describe()
             got = np.stack([be.infer(r[None]).copy() for r in rows])
             np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-4)
             be.reset_state()

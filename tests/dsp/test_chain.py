@@ -1,6 +1,7 @@
 """The signal chain: scipy parity, chunk invariance, spec round trip, no allocation growth."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,16 +21,30 @@ def _rec(n=4000, c=6, seed=0):
     return x.astype(np.float32)
 
 
+def _sosfilt(sos, x, steady: bool):
+    """scipy's sosfilt along time, from zero state or from sosfilt_zi scaled by the first sample."""
+    if not len(sos):
+        return x
+    if not steady:
+        return signal.sosfilt(sos, x, axis=0)
+    zi = signal.sosfilt_zi(sos)[:, :, None] * x[0][None, None, :]
+    return signal.sosfilt(sos, x, axis=0, zi=zi)[0]
+
+
 def _scipy_reference(spec: ChainSpec, x: np.ndarray) -> np.ndarray:
-    """The chain written the obvious way with scipy, whole-recording."""
-    y = signal.sosfilt(spec.pre_sos, x.astype(np.float64), axis=0) if len(spec.pre_sos) else x.astype(np.float64)
+    """The chain written the obvious way with scipy, whole-recording. In "steady" mode every
+    stage starts in the steady state of its own first input value, which is what the
+    chain's closed-form start state amounts to (for a steady input, each stage's first
+    output equals its steady-state output)."""
+    st = spec.init == "steady"
+    y = _sosfilt(spec.pre_sos, x.astype(np.float64), st)
     if spec.car:
         y = y - y.mean(axis=1, keepdims=True)
     feats = []
     for b in spec.branches:
-        w = signal.sosfilt(b.sos, y, axis=0) if len(b.sos) else y
+        w = _sosfilt(b.sos, y, st)
         w = {"none": w, "square": w * w, "abs": np.abs(w)}[b.rectify]
-        w = signal.sosfilt(b.smooth_sos, w, axis=0) if len(b.smooth_sos) else w
+        w = _sosfilt(b.smooth_sos, w, st)
         nb = len(w) // spec.bin_samples
         feats.append(w[: nb * spec.bin_samples].reshape(nb, spec.bin_samples, -1).mean(axis=1))
     out = np.stack(feats, axis=-1).reshape(nb, -1)  # channel-major: ch * n_branches + branch
@@ -151,3 +166,70 @@ def test_window_ring_is_contiguous_time_ordered_view():
         k = min(i + 1, 4)
         np.testing.assert_array_equal(w[0, -k:, 0], np.arange(i - k + 1, i + 1))
     assert ring.full
+
+
+def _offset_lfp(n: int, c: int = 4, seed: int = 0) -> np.ndarray:
+    """LFP-like signal on large per-channel DC offsets (electrode offsets of up to 2 mV)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 1000.0
+    x = 40 * np.sin(2 * np.pi * 8 * t)[:, None] * rng.uniform(0.5, 1.5, c) + rng.standard_normal((n, c)) * 10
+    return (x + rng.uniform(-2000, 2000, c)).astype(np.float32)
+
+
+def test_steady_start_matches_a_long_run_within_the_stated_bound():
+    """The first second after a start against a pass that has run 40 s: every bin within the
+    chain's own start-up bound, 2 x tail(n) x D (D: largest deviation of the signal before the
+    start from the first sample; tail(n): L1 norm of the pre filter's impulse response after
+    n samples; 2: CAR), and far below what a zero-state start leaves."""
+    from rtdecode.dsp.chain import SETTLE_TOL
+
+    x = _offset_lfp(60_000)
+    s0 = 40_000
+    spec = design_chain("lfp", fs=1000.0, n_channels=4)
+    spec = spec.with_normalization(np.zeros(spec.n_features), np.full(spec.n_features, 10.0))
+    assert spec.init == "steady"
+    long_run = compute_features(spec, x)[s0 // 10 :]
+    start = compute_features(spec, x[s0:])
+    zero = compute_features(replace(spec, init="zero"), x[s0:])
+    # the bound, per sample, from the coefficients
+    h = np.zeros((60_000, 1))
+    h[0, 0] = 1.0
+    sosfilt_inplace(spec.pre_sos, np.zeros((len(spec.pre_sos), 2, 1)), h, len(h))
+    tail = np.cumsum(np.abs(h[::-1, 0]))[::-1]  # tail[m] = sum_{j >= m} |h[j]|
+    dev = float(np.abs(x[:s0].astype(np.float64) - x[s0].astype(np.float64)).max())
+    first_s = slice(0, 100)  # the first second: 100 bins
+    err = np.abs(start[first_s] - long_run[first_s]).max(axis=1)
+    bound = 2 * tail[np.arange(100) * 10 + 1] * dev / 10.0  # bin b holds samples 10b .. 10b + 9
+    assert np.all(err <= bound + 1e-4), (err / bound).max()
+    zero_err = np.abs(zero[first_s] - long_run[first_s]).max(axis=1)
+    assert np.median(zero_err / np.maximum(err, 1e-9)) > 5  # the DC offsets' transient is gone
+    # settled: from settle_bins on, within the stated tolerance of the same bound
+    chain = SignalChain(spec)
+    b = chain.settle_bins
+    assert 0 < b < len(start)
+    late = np.abs(start[b:] - long_run[b : len(start)]).max()
+    assert late <= 2 * SETTLE_TOL * dev / 10.0 + 1e-4
+
+
+def test_old_manifests_keep_the_zero_start_they_were_trained_with():
+    spec = design_chain("lfp", fs=1000.0, n_channels=3)
+    d = spec.to_dict()
+    assert d["init"] == "steady"
+    del d["init"]  # a manifest written before the field existed
+    old = ChainSpec.from_dict(d)
+    assert old.init == "zero"
+    x = _offset_lfp(3000, c=3)
+    np.testing.assert_allclose(compute_features(old, x), _scipy_reference(old, x), rtol=1e-5, atol=1e-3)
+    with pytest.raises(ChainSpecError, match="chain.init must be one of"):
+        ChainSpec.from_dict({**spec.to_dict(), "init": "warm"})
+
+
+def test_steady_start_is_the_same_after_a_reset_and_for_any_first_chunk():
+    spec = design_chain("lmp_bands", fs=1000.0, n_channels=3)
+    x = _offset_lfp(2000, c=3)
+    whole = compute_features(spec, x)
+    chain = SignalChain(spec, max_chunk=64)
+    chain.process(_offset_lfp(500, c=3, seed=9))  # some other signal, then a reset (a reconnect)
+    chain.reset()
+    got = [chain.process(np.ascontiguousarray(x[i : i + 7])).copy() for i in range(0, 2000, 7)]
+    np.testing.assert_array_equal(np.concatenate(got), whole)

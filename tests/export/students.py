@@ -9,8 +9,10 @@ import pytest
 N_CH = 8
 
 
-def student_bundle(path, design: str, dim: int = 16, n_layers: int = 2, window_bins: int = 8, seed: int = 0):
-    """(bundle, student, head): an untrained student + head exported with offline.export."""
+def student_bundle(path, design: str, dim: int = 16, n_layers: int = 2, window_bins: int = 8, seed: int = 0,
+                   layout: str = "ring_v1"):  # fmt: skip
+    """(bundle, student, head): an untrained student + head exported with offline.export
+    (streaming: in state layout `layout`, "ring_v1" or the older "shift_v0")."""
     torch = pytest.importorskip("torch")
     from offline.export import export_bundle
     from offline.models.heads import BehaviorHead
@@ -25,7 +27,7 @@ def student_bundle(path, design: str, dim: int = 16, n_layers: int = 2, window_b
     chain = design_chain("lfp", fs=1000.0, n_channels=N_CH, line_freq=None)
     chain = chain.with_normalization(np.zeros(chain.n_features), np.ones(chain.n_features))
     real = np.random.default_rng(seed + 1).standard_normal((200, N_CH)).astype(np.float32).cumsum(0) * 0.1
-    b = export_bundle(path, student, head, 1, chain, window_bins, ["vel_x", "vel_y"], real_features=real)
+    b = export_bundle(path, student, head, 1, chain, window_bins, ["vel_x", "vel_y"], real_features=real, layout=layout)
     return b, student, head
 
 

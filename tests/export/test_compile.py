@@ -121,7 +121,7 @@ def test_calibration_feeds_carry_real_streaming_state(streaming_bundle):
     feeds = calibration_feeds(b, rows)
     assert len(feeds) == 6 and set(feeds[0]) == {b.model.input_name, *(s.input for s in b.model.state)}
     assert all(not feeds[0][s.input].any() for s in b.model.state)  # first step: zero state
-    assert feeds[3]["k_cache"].any() and feeds[3]["n_seen"].item() == 3
+    assert feeds[3]["k_ring_0"].any() and feeds[3]["n_seen"].item() == 3
     # the feeds reproduce the backend's outputs step by step
     import onnxruntime as ort
 

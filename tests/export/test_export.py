@@ -17,7 +17,7 @@ from offline.models.heads import BehaviorHead  # noqa: E402
 from offline.models.student import LFPStudent, StudentConfig  # noqa: E402
 from rtdecode.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
 
-CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.toml"))
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("distill_*.toml"))  # the student sizes
 
 
 def _sizes():
@@ -68,9 +68,14 @@ def test_parity_record_separates_random_and_real(window_bundle):
 def test_streaming_parity_record(streaming_bundle):
     b, _, _ = streaming_bundle
     par = b.provenance["export"]["parity"]
-    assert b.model.kind == "streaming" and len(b.model.state) == 3
+    assert b.model.kind == "streaming" and b.model.state_layout == "ring_v1"
+    assert len(b.model.state) == 2 * student_layers(b) + 2  # k and v ring per layer, n_seen, phase
     assert par["random"]["n_inputs"] == 20 and par["real"]["n_inputs"] == 20
     assert par["max_rel_error"] < 1e-4
+
+
+def student_layers(b) -> int:
+    return sum(1 for s in b.model.state if s.input.startswith("k_ring_"))
 
 
 def test_bundle_backend_equals_pytorch(window_bundle, streaming_bundle):
@@ -86,10 +91,11 @@ def test_bundle_backend_equals_pytorch(window_bundle, streaming_bundle):
             x = rng.standard_normal(be.input_shape).astype(np.float32)
             np.testing.assert_allclose(be.infer(x), mod(torch.from_numpy(x))[0].numpy(), rtol=1e-4, atol=1e-5)
     b, student, head = streaming_bundle
-    mod = StreamingDecoder(student, head, 1).eval()
+    mod = StreamingDecoder(student, head, 1).eval()  # the shift_v0 step: the ring graph must decode the same
     with OnnxRuntimeBackend(b) as be, torch.no_grad():
-        states = [torch.zeros(s.shape) for s in b.model.state]
-        for _ in range(12):  # longer than the cache: the ping-pong state must carry
+        assert be.state_inplace
+        states = [torch.zeros(student.cache_shape()), torch.zeros(student.cache_shape()), torch.zeros(1)]
+        for _ in range(20):  # longer than the ring (8 bins): the state must carry across a wrap
             x = rng.standard_normal(be.input_shape).astype(np.float32)
             y, *states = mod(torch.from_numpy(x), *states)
             np.testing.assert_allclose(be.infer(x), y[0].numpy(), rtol=1e-4, atol=1e-5)

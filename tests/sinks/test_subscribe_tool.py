@@ -44,3 +44,25 @@ def test_records_count_messages(tmp_path, suffix):
             rows = list(csv.reader(f))
         assert rows[0] == ["seq", "t_lsl", "t_pub", "t_recv", "lat_ms", "flags", "vx", "vy"] and len(rows) == 21
         assert [float(r[6]) for r in rows[1:]] == [float(r[0]) for r in rows[1:]]
+
+
+def test_latest_mode_takes_only_the_newest_bins(tmp_path):
+    """--latest with a 50 ms 'task': the tool skips the bins that queued up meanwhile."""
+    out = tmp_path / "rec.npz"
+    with ZmqPublisher("tcp://127.0.0.1:*") as pub:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "tools" / "subscribe.py"), "--address", pub.endpoint, "--count", "10",
+             "--latest", "--period", "0.05", "--out", str(out), "--quiet", "--timeout", "20"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        seq, t_end = 0, time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < t_end:
+            pub.publish_kinematics(seq, 5.0, 5.1, 0.2, np.array([seq, 0.5], np.float32), 0)
+            seq += 1
+            time.sleep(0.005)
+        _, err = proc.communicate(timeout=5)
+    assert proc.returncode == 0, err
+    assert "received 10 kinematics" in err and "skipped" in err
+    with np.load(out) as z:
+        steps = np.diff(z["seq"])
+    assert len(steps) == 9 and np.median(steps) >= 3  # ~10 bins per 50 ms step, only the newest kept

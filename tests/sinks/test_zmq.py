@@ -56,7 +56,7 @@ def pair():
 def test_subscriber_receives_kinematics_status_and_hello(pair):
     pub, sub = pair
     vals = np.array([[1.5, -2.0], [3.25, np.nan]], dtype=np.float32)
-    for seq in range(200):
+    for seq in range(200):  # a burst within the publisher's queue (sndhwm 500)
         assert pub.publish_kinematics(seq, 10.0 + seq * 0.01, 10.5 + seq * 0.01, 0.3, vals[seq % 2], FLAG_GAP)
     assert pub.publish_status({"published": 200, "lat_p99_ms": np.float64(0.7), "gaps": np.int64(1)})
     got = []
@@ -201,7 +201,7 @@ def test_bind_conflict_says_what_to_do():
 def test_docs_subscriber_example_runs():
     text = (ROOT / "docs" / "schema.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert len(blocks) == 1 and len(blocks[0].strip().splitlines()) <= 12
+    assert len(blocks) == 2 and len(blocks[0].strip().splitlines()) <= 12  # the subscriber, then latest()
     with ZmqPublisher(ANY) as pub:
         code = blocks[0].replace("tcp://127.0.0.1:5556", pub.endpoint)
         pub.publish_hello({"names": ["vx", "vy"], "units": ["m/s", "m/s"]})
@@ -218,3 +218,84 @@ def test_docs_subscriber_example_runs():
     assert len(lines) == 5
     s = int(lines[0].split()[0])
     assert lines[0] == f"{s} {{'vx': {float(s)}, 'vy': {float(-s)}}} 0"
+
+
+def test_latest_keeps_a_slow_subscriber_on_fresh_bins():
+    """A task loop that takes 50 ms per step, against a real publisher at 100 bins/s: with
+    latest() it always acts on a bin < 100 ms old; reading in order (recv) falls behind."""
+    import threading
+
+    from pylsl import local_clock
+
+    pub = ZmqPublisher(ANY)
+    stop = threading.Event()
+
+    def publish():  # the runtime's cadence: one bin every 10 ms, t_lsl = its last sample's time
+        seq, t_next = 0, time.monotonic()
+        vals = np.zeros(2, np.float32)
+        while not stop.is_set():
+            now = local_clock()
+            pub.publish_kinematics(seq, now, now, 0.1, vals, 0, age_ms=0.0)
+            if seq % 50 == 0:
+                pub.publish_status({"published": seq})
+            seq += 1
+            t_next += 0.01
+            time.sleep(max(0.0, t_next - time.monotonic()))
+
+    th = threading.Thread(target=publish, daemon=True)
+    try:
+        with Subscriber(pub.endpoint, topics=("kinematics", "status")) as fresh, \
+                Subscriber(pub.endpoint, topics=("kinematics",)) as ordered:  # fmt: skip
+            th.start()
+            assert fresh.recv(timeout_ms=5000) is not None and ordered.recv(timeout_ms=5000) is not None
+            ages_latest, ages_recv = [], []
+            for _ in range(30):
+                m = fresh.latest(timeout_ms=1000)
+                assert m is not None
+                ages_latest.append((local_clock() - m["t_lsl"]) * 1e3)
+                got = ordered.recv(timeout_ms=1000)
+                assert got is not None
+                ages_recv.append((local_clock() - got[1]["t_lsl"]) * 1e3)
+                time.sleep(0.05)  # the task's step
+            skipped, missed, seq = fresh.skipped, fresh.missed, fresh.last_seq
+    finally:
+        stop.set()
+        th.join(timeout=5)
+        pub.close()
+    assert max(ages_latest) < 100.0, ages_latest
+    assert skipped > 30 * 3 and missed == 0 and seq > 100  # ~5 older bins dropped per step, none lost
+    assert ages_recv[-1] > 500.0, ages_recv  # in order: 1.5 s of backlog after 30 steps
+
+
+def test_kinematics_carry_age_ms(pair):
+    pub, sub = pair
+    pub.publish_kinematics(0, 10.0, 10.004, 0.5, np.zeros(2, np.float32), 0, age_ms=4.0)
+    while (m := sub.recv(timeout_ms=2000)) is not None and m[0] != "kinematics":
+        pass
+    assert m is not None and m[1]["age_ms"] == 4.0 and m[1]["lat_ms"] == 0.5
+
+
+def test_docs_latest_snippet_returns_the_newest_bin():
+    text = (ROOT / "docs" / "schema.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", text, flags=re.S)[1]
+    scope = {"zmq": zmq, "msgpack": msgpack}
+    exec(code, scope)
+    with ZmqPublisher(ANY) as pub:
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.SUBSCRIBE, b"kinematics")
+        sock.connect(pub.endpoint)
+        try:
+            t_end = time.monotonic() + 5
+            while time.monotonic() < t_end:  # slow joiner: until one arrives
+                pub.publish_kinematics(0, 1.0, 1.0, 0.1, np.zeros(2, np.float32), 0)
+                if sock.poll(20):
+                    break
+            for seq in range(1, 31):
+                pub.publish_kinematics(seq, 1.0, 1.0, 0.1, np.zeros(2, np.float32), 0)
+            time.sleep(0.3)
+            assert scope["latest"](sock)["seq"] == 30
+            assert scope["latest"](sock) is None  # drained
+        finally:
+            sock.close(0)
+            ctx.term()

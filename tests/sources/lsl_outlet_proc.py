@@ -9,6 +9,8 @@ sample k is stamped t0 + k / rate, and the chunk ending with it is pushed at tha
 Prints ``READY <t0>`` once the outlet exists; pushes until --duration or until killed.
 Faults: --flat-channel C holds channel C constant; --gap-at/--gap-len skip pushing samples (their timestamps still advance);
 --reset-at shifts timestamps back by --reset-by seconds from that sample on (clock reset).
+--stamping arrival stamps each chunk as acquisition software does (local_clock() at push time plus
+0..--jitter-ms, liblsl back-dates the chunk's other samples); --chunk-max varies the chunk sizes.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reset-by", type=float, default=10.0)
     p.add_argument("--nan-at", type=int, default=-1)
     p.add_argument("--flat-channel", type=int, default=-1, help="this channel holds one value (dead or railed)")
+    p.add_argument("--stamping", default="schedule", choices=["schedule", "arrival"],
+                   help="arrival: stamp each chunk with local_clock() at push time plus --jitter-ms (liblsl back-dates the rest)")
+    p.add_argument("--jitter-ms", type=float, default=0.0, help="arrival stamping: uniform 0..this added to each chunk's stamp")
+    p.add_argument("--chunk-max", type=int, default=0, help="chunk sizes drawn uniformly from 1..this (0: always --chunk)")
+    p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
 
     info = pylsl.StreamInfo(a.name, a.type, a.channels, a.rate, FORMATS[a.format], a.source_id)
@@ -46,12 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     outlet = pylsl.StreamOutlet(info, chunk_size=a.chunk, max_buffered=2)
     dtype = np.int16 if a.format == "int16" else np.float32
     offsets = np.arange(a.channels, dtype=np.float64)
+    rng = np.random.default_rng(a.seed)
     t0 = pylsl.local_clock() + 0.05
     print(f"READY {t0:.6f}", flush=True)
     k = 0  # index of the next sample
     n_total = int(a.duration * a.rate)
     while k < n_total:
-        end = k + a.chunk  # this chunk holds samples k .. end-1
+        c = int(rng.integers(1, a.chunk_max + 1)) if a.chunk_max > 0 else a.chunk
+        end = k + c  # this chunk holds samples k .. end-1
         due = t0 + (end - 1) / a.rate
         delay = due - pylsl.local_clock()
         if delay > 0:
@@ -60,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.gap_at >= 0:
             keep = (idx < a.gap_at) | (idx >= a.gap_at + a.gap_len)
         else:
-            keep = np.ones(a.chunk, dtype=bool)
+            keep = np.ones(c, dtype=bool)
         if keep.any():
             x = (idx[keep, None] + offsets[None, :]).astype(dtype)
             if a.flat_channel >= 0:
@@ -70,7 +79,12 @@ def main(argv: list[str] | None = None) -> int:
             ts = t0 + idx[keep] / a.rate
             if a.reset_at >= 0:
                 ts = np.where(idx[keep] >= a.reset_at, ts - a.reset_by, ts)
-            outlet.push_chunk(x, ts.tolist())
+            if a.stamping == "arrival":  # as acquisition software does: the clock at push time, plus its jitter
+                late = (c - 1 - int(np.flatnonzero(keep)[-1])) / a.rate  # dropped samples at the chunk's end
+                reset = a.reset_by if 0 <= a.reset_at <= idx[keep][-1] else 0.0
+                outlet.push_chunk(x, pylsl.local_clock() + rng.uniform(0, a.jitter_ms) / 1e3 - late - reset)
+            else:
+                outlet.push_chunk(x, ts.tolist())
         k = end
     time.sleep(0.2)  # let the last chunk leave before the outlet goes
     del outlet

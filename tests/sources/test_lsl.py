@@ -12,6 +12,7 @@ import pylsl
 import pytest
 
 from rtdecode.sources.lsl import (
+    PULL_BACKSTEP,
     PULL_CLOCK_RESET,
     PULL_GAP,
     PULL_NONFINITE,
@@ -220,3 +221,55 @@ def test_reconnects_to_restarted_outlet_with_new_source_id(lsl_outlet):
     assert np.all(np.diff(idx) == 1)
     assert src.events.reconnects == 1
     assert worst < 0.5, f"poll_reconnect blocked {worst * 1e3:.0f} ms"
+
+
+# -- timestamps as acquisition software sends them (docs/faults.md, "Timestamps") ----------------
+ARRIVAL = dict(stamping="arrival", jitter_ms=3.0, chunk_max=19)  # stamped at push time, 0-3 ms jitter, 1-19 samples
+
+
+def test_arrival_stamped_stream_is_dejittered_without_gaps(lsl_outlet):
+    o = lsl_outlet(unique_name("Jit"), channels=CH, duration=30.0, seed=1, **ARRIVAL)
+    with source(o.name) as src:
+        idx, ts, pulls = collect(src, lambda i: i[-1] >= 5000, timeout=15)
+        ev = src.events
+    assert np.all(np.diff(idx) == 1)
+    assert ev.backsteps > 0, "the raw stamps were not jittery: the test shows nothing"
+    assert ev.gaps == 0 and ev.samples_lost_est == 0 and ev.clock_resets == 0
+    assert not any(p[4] & (PULL_GAP | PULL_CLOCK_RESET | PULL_BACKSTEP) for p in pulls)
+    # one fitted period per sample: the published clock never jitters (slew <= 500 ppm)
+    np.testing.assert_allclose(np.diff(ts), 1.0 / RATE, atol=1e-6)
+    # and it stays on the acquisition schedule within the pusher's jitter (plus the push itself)
+    assert np.abs(ts - (o.t0 + idx / RATE)).max() < 6e-3
+
+
+@pytest.mark.parametrize("seed", [2, 3])
+def test_real_loss_under_jitter_is_counted_exactly(lsl_outlet, seed):
+    # the loss comes 4.5 s in: the stream opens ~1.2 s after the outlet, and the fit's slope is free after 2 s
+    o = lsl_outlet(unique_name("Loss"), channels=CH, duration=30.0, gap_at=4500, gap_len=37, seed=seed, **ARRIVAL)
+    with source(o.name) as src:
+        idx, ts, pulls = collect(src, lambda i: i[-1] >= 5500, timeout=15)
+        ev = src.events
+    assert idx[0] < 4500
+    flagged = [p for p in pulls if p[4] & PULL_GAP]
+    assert len(flagged) == 1 and ev.gaps == 1
+    n, first, gap, at, _, _ = flagged[0]
+    assert gap == 37 and ev.samples_lost_est == 37 and first + at == 4537
+    # the dejittered clock runs on across the loss: 38 periods between the samples around it
+    j = int(np.flatnonzero(idx == 4537)[0])
+    assert abs((ts[j] - ts[j - 1]) * RATE - 38) < 1e-2
+    assert ev.clock_resets == 0
+
+
+def test_clock_reset_is_found_under_jitter(lsl_outlet):
+    o = lsl_outlet(unique_name("Rst"), channels=CH, duration=30.0, reset_at=2500, reset_by=10.0, seed=4, **ARRIVAL)
+    with source(o.name) as src:
+        idx, ts, pulls = collect(src, lambda i: i[-1] >= 3500, timeout=15)
+        ev = src.events
+    assert idx[0] < 2500 and np.all(np.diff(idx) == 1)
+    assert ev.clock_resets == 1 and ev.gaps == 0 and ev.samples_lost_est == 0
+    assert sum(1 for p in pulls if p[4] & PULL_CLOCK_RESET) == 1
+    j = int(np.flatnonzero(np.diff(ts) < 0)[0])  # the new segment starts ~10 s earlier
+    assert abs(ts[j + 1] - ts[j] + 10.0) < 0.05
+    # the jump is known, so ages and staleness still compare with this host's clock
+    assert abs(src.clock_shift - 10.0) < 2e-3, src.clock_shift - 10.0  # refined on the new segment's fit
+    assert not any(p[4] & PULL_STALE for p in pulls)

@@ -26,6 +26,7 @@ def tiny_cfg(design="window", **over):
         "student": {"dim": 16, "n_layers": 1, "n_heads": 2, "patch_channels": 4},
         "teacher_train": STAGE, "distill": STAGE, "supervised": STAGE, "single": STAGE,
         "eval": {"new_embedding_bins": 200, "new_embedding_steps": 3, "fit_stride": 3},
+        "export": {"choose": "distilled"},  # the student's graph (the choice itself: test_export_choice...)
     }  # fmt: skip
     cfg.update(over)
     return cfg
@@ -112,7 +113,7 @@ def test_same_seed_same_metrics_and_resume_after_kill(tmp_path, monkeypatch):
     class Killed(RuntimeError):
         pass
 
-    def killing(name, objective, params, stage, ckpt=None, dd=ddp.Dist()):
+    def killing(name, objective, params, stage, ckpt=None, dd=ddp.Dist(), **kw):
         if name == "distill":  # die after the first partial checkpoint (step 5 of 12)
             def bomb(step, rank=0, world=1, _f=objective.forward):
                 if step == 7:
@@ -120,7 +121,7 @@ def test_same_seed_same_metrics_and_resume_after_kill(tmp_path, monkeypatch):
                 return _f(step, rank, world)
 
             objective.forward = bomb
-        return real(name, objective, params, stage, ckpt, dd)
+        return real(name, objective, params, stage, ckpt, dd, **kw)
 
     monkeypatch.setattr(pl, "run_stage", killing)
     with pytest.raises(Killed):

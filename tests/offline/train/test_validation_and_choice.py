@@ -1,0 +1,251 @@
+"""The validation block (inside training time, never touching the test block), early stopping
+on it, lagged frozen-latent readouts, z-scored behaviour losses, one reconstruction objective
+for the distilled and LFP-only students, and the choice of the exported decoder."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_distill_pipeline import tiny_cfg  # noqa: E402
+from tiny_sessions import tiny_sessions  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def _prepared(n_bins=900, **over):
+    from offline.train.config import load_config
+    from offline.train.pipeline import prepare
+
+    cfg = load_config(tiny_cfg("window", **over))
+    chain, data, n_train = prepare(tiny_sessions(n_bins=n_bins), cfg)
+    return cfg, data, n_train
+
+
+def test_the_validation_block_sits_in_training_time_with_a_guard_on_both_sides():
+    from offline.train.windows import split_validation
+
+    cfg, data, _ = _prepared()
+    g = cfg.data.guard_bins
+    for s in data:
+        assert s.train.start == 0 and s.train.stop + g == s.val.start  # fit | guard | val
+        assert s.val.stop + g == s.test.start and s.test.stop == s.n_bins  # val | guard | test
+        n_val = s.val.stop - s.val.start
+        assert n_val == round((s.val.stop - 0) * cfg.validation.fraction)
+        assert not set(range(s.val.start, s.val.stop)) & set(range(s.test.start, s.test.stop))
+        # behaviour statistics for the z-scored losses come from the fit block alone
+        np.testing.assert_allclose(s.beh_mu, s.behavior[s.train].mean(0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="too short for a validation block"):
+        split_validation(slice(0, 60), 0.15, 10, 16)
+
+
+def _early_stopped(data, steps=30):
+    from offline.models.heads import BehaviorHead
+    from offline.models.student import LFPStudent
+    from offline.train.config import StageConfig
+    from offline.train.ddp import run_stage
+    from offline.train.distill import StudentObjective, validator
+
+    torch.manual_seed(0)
+    st = LFPStudent(tiny_cfg_student(), data[0].features.shape[1], 1, n_sessions=2)
+    head = BehaviorHead(16, 2)
+    obj = StudentObjective(st, data, [0, 1], 8, 16, 0, "es", behavior=1.0, head=head)
+    log: dict = {}
+    stage = StageConfig(steps=steps, batch_size=16, lr=3e-3, warmup=1, val_every=3)
+    run_stage("es", obj, list(obj.parameters()), stage, validate=validator(obj, 2), log=log)
+    return log, {k: v.clone() for k, v in obj.state_dict().items()}
+
+
+def tiny_cfg_student():
+    from offline.models.student import StudentConfig
+
+    return StudentConfig(dim=16, n_layers=1, n_heads=2, patch_channels=4)
+
+
+def test_early_stopping_reads_the_validation_block_and_never_the_test_block():
+    _, data, _ = _prepared()
+    data = data[:2]
+    log, state = _early_stopped(data)
+    vals = [v for _, v in log["val"]]
+    assert [s for s, _ in log["val"]] == list(range(3, 31, 3))
+    assert log["best_step"] == log["val"][int(np.argmin(vals))][0]
+    # the test block replaced by noise: the same validation curve, the same weights
+    noisy = copy.deepcopy(data)
+    rng = np.random.default_rng(1)
+    for s in noisy:
+        s.features[s.test] = rng.standard_normal(s.features[s.test].shape)
+        s.behavior[s.test] = 100 * rng.standard_normal(s.behavior[s.test].shape)
+    log2, state2 = _early_stopped(noisy)
+    assert log2 == log and all(torch.equal(state[k], state2[k]) for k in state)
+    # the validation behaviour turned against what the fit block teaches: learning makes the
+    # validation loss worse, so the earliest measurement is kept (the best step moves)
+    flipped = copy.deepcopy(data)
+    for s in flipped:
+        s.behavior[s.val] = -s.behavior[s.val]
+    log3, state3 = _early_stopped(flipped)
+    assert log3["val"] != log["val"]
+    assert log3["best_step"] < log["best_step"] and log3["best_step"] == 3
+    assert log3["best_step"] == log3["val"][int(np.argmin([v for _, v in log3["val"]]))][0]
+    assert not all(torch.equal(state[k], state3[k]) for k in state)
+
+
+def test_patience_stops_a_stage_early():
+    from offline.train.config import StageConfig
+    from offline.train.ddp import run_stage
+
+    class Quadratic(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.tensor(5.0))
+
+        def forward(self, step, rank=0, world=1):
+            return (self.p - 0.0) ** 2
+
+    m = Quadratic()
+    log: dict = {}
+    calls = []
+    # validation optimum at p = 4: training moves p past it towards 0
+    run_stage("q", m, [m.p], StageConfig(steps=400, batch_size=1, lr=0.05, warmup=1, val_every=5, patience=3, grad_clip=0),
+              validate=lambda: calls.append(1) or float((m.p.detach() - 4.0) ** 2), log=log)  # fmt: skip
+    assert log["stopped_at"] < 400 and len(calls) == len(log["val"])
+    best = min(v for _, v in log["val"])
+    assert best < log["val"][-1][1]  # it got worse before it stopped ...
+    assert float((m.p.detach() - 4.0) ** 2) == pytest.approx(best)  # ... and the best weights are restored
+    assert [s for s, _ in log["val"]][-1] == log["stopped_at"]
+
+
+def test_a_frozen_latent_readout_gets_the_lags_of_the_ridge_baseline():
+    """Behaviour that follows the latents 6 bins late: the lagged readout finds it, a
+    single-bin one cannot. Fails when the frozen-latent readouts lose their lags."""
+    from offline.train.pipeline import _unsup_rows, lags
+
+    cfg, data, _ = _prepared()
+    s = copy.deepcopy(data[0])
+    rng = np.random.default_rng(0)
+    lat = rng.standard_normal((s.n_bins, 6)).astype(np.float32)
+    s.behavior = np.zeros_like(s.behavior)
+    s.behavior[6:] = lat[:-6, :2]
+    assert lags(cfg) > 6
+    lagged, single = _unsup_rows("distilled", "held_out_time", s, lat, cfg)
+    assert lagged["model"] == "distilled" and single["model"] == "distilled_1bin"
+    assert min(lagged["r2"]) > 0.95 and min(lagged["val_r2"]) > 0.95
+    assert max(single["r2"]) < 0.1
+
+
+def test_z_scored_heads_are_put_back_in_real_units_for_the_bundle():
+    from offline.models.heads import BehaviorHead
+    from offline.train.pipeline import _real_units
+
+    _, data, _ = _prepared()
+    s = data[1]
+    torch.manual_seed(0)
+    head = BehaviorHead(16, 2)
+    x = torch.randn(50, 16)
+    with torch.no_grad():
+        np.testing.assert_allclose(_real_units(head, s)(x).numpy(), s.unz(head(x).numpy()), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(s.beh_sd, 1.0)  # the test means something: the units differ
+
+
+def test_choose_decoder_ranks_by_validation_and_warns_below_the_ridge():
+    from offline.train.evaluate import choose_decoder
+
+    rows = [{"model": m, "split": "held_out_time", "session": f"s{i}", "r2": [9.0, 9.0], "val_r2": [v + i * 0.01, v]}
+            for m, v in (("sup", 0.3), ("multi", 0.5), ("ridge_lfp", 0.4)) for i in range(2)]  # fmt: skip
+    rows.append({"model": "ridge_lfp", "split": "held_out_time", "session": "s9", "r2": [9.0, 9.0]})  # no val: ignored
+    cand = {"distilled": "sup", "lfp_only": "multi", "ridge": "ridge_lfp"}
+    c = choose_decoder(rows, "best", cand)
+    assert c["chosen"] == "lfp_only" and c["runner_up"] == "ridge" and c["margin"] == pytest.approx(0.1)
+    assert not c["below_ridge"] and c["warning"] is None
+    f = choose_decoder(rows, "distilled", cand)
+    assert f["chosen"] == "distilled" and f["margin"] == pytest.approx(-0.2) and f["below_ridge"]
+    assert "below the lagged ridge" in f["warning"]
+
+
+def test_the_bundle_holds_the_decoder_the_config_chooses(tmp_path, monkeypatch, capsys):
+    """A tiny run: "best" exports the highest validation R² (here checked against the run's own
+    rows) and the report says so; a forced choice exports that model, and `rtdecode distill`
+    ends with a WARNING line exactly when it is below the lagged ridge on validation. Both
+    pre-training objectives share their reconstruction loss (type and weight)."""
+    import offline.train.baselines as bl
+    import offline.train.pipeline as pl
+    from offline.train.distill import StudentObjective
+    from offline.train.decode import lagged_features
+    from rtdecode.batch import decode_recording
+    from rtdecode.bundle import load_bundle
+
+    made = []
+
+    class Spy(StudentObjective):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append((self.stage, self.w["recon"], self.mask_ratio, self.w["align"]))
+
+    monkeypatch.setattr(pl, "StudentObjective", Spy)
+    monkeypatch.setattr(bl, "StudentObjective", Spy)
+    sessions = tiny_sessions(n_bins=900)
+    cfg = tiny_cfg("window", eval={"single_session": False, "new_embedding_steps": 1, "fit_stride": 3},
+                   export={"choose": "best"})  # fmt: skip
+    path = pl.run_distill(cfg, tmp_path / "best", sessions=sessions)
+    rep = json.loads((tmp_path / "best" / "report" / "metrics.json").read_text())
+    c = rep["export_choice"]
+    rows = rep["rows"]
+    val = {k: np.mean([np.mean(r["val_r2"]) for r in rows if r["model"] == m and r["split"] == "held_out_time"])
+           for k, m in (("distilled", "distilled_sup"), ("lfp_only", "lfp_multi"), ("ridge", "ridge_lfp"))}  # fmt: skip
+    assert c["chosen"] == max(val, key=val.get) and c["val_r2"] == pytest.approx(val)
+    b = load_bundle(path)
+    assert b.provenance["decoder_choice"]["chosen"] == c["chosen"]
+    md = (path / "report" / "metrics.md").read_text()
+    assert "### Exported decoder" in md and f"**{c['chosen']}**" in md and "Margin over the runner-up" in md
+    if c["chosen"] == "ridge":  # the ridge graph, decoding exactly as the offline ridge
+        cfg_ = pl.load_config(cfg)
+        _, data, _ = pl.prepare(sessions, cfg_)
+        r = pl._ridge_decoder(data[0], data[0].features, cfg_, pl.lags(cfg_))[0]
+        assert b.model.kind == "window" and b.model.window_bins == pl.lags(cfg_)
+        want = r.predict(lagged_features(data[0].features, np.arange(data[0].n_bins), pl.lags(cfg_)))
+        np.testing.assert_allclose(decode_recording(b, sessions[0].lfp), want, rtol=1e-4, atol=1e-4)
+    # distilled and LFP-only pre-training: the same reconstruction (masked, same weight and ratio)
+    pre = {st: (rc, mr, al) for st, rc, mr, al in made}
+    assert pre["distill"][:2] == pre["lfp_multi_unsup"][:2] and pre["distill"][1] > 0
+    assert pre["distill"][2] > 0 and pre["lfp_multi_unsup"][2] == 0
+    assert pre["distill_sup"][:2] == pre["lfp_multi"][:2]
+
+    # forced: the LFP-only model, through the CLI entry (its data: the tiny sessions)
+    forced = {**cfg, "export": {"choose": "lfp_only"}}
+    (tmp_path / "forced.toml").write_text("")
+    from offline.train import config as cfgmod
+
+    monkeypatch.setattr(pl, "load_config", lambda p, **k: cfgmod.load_config(forced))
+    monkeypatch.setattr(pl, "load_sessions", lambda cfg: sessions)
+    capsys.readouterr()
+    assert pl.main_distill(str(tmp_path / "forced.toml"), str(tmp_path / "forced"), False) == 0
+    outlines = capsys.readouterr().out.strip().splitlines()
+    fc = json.loads((tmp_path / "forced" / "report" / "metrics.json").read_text())["export_choice"]
+    b2 = load_bundle(tmp_path / "forced" / "bundle")
+    assert fc["chosen"] == "lfp_only" and b2.provenance["decoder_choice"]["chosen"] == "lfp_only"
+    assert b2.model.kind == "window" and b2.provenance["export"]["session_embedding"] == 0
+    below = fc["val_r2"]["lfp_only"] < fc["val_r2"]["ridge"]
+    assert fc["below_ridge"] == below
+    assert outlines[-1].startswith("WARNING: the exported decoder (lfp_only") == below
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["linear", "dynamics", "hga"])
+@pytest.mark.xfail(strict=False, reason="issue 13 item 2: the masked-Poisson teacher's single-bin latents do not yet reach "
+                   "the lagged ridge on its own binned spikes (docs/distill.md: measured gaps per family)")  # fmt: skip
+def test_the_teacher_reaches_the_lagged_spike_ridge_on_every_family(family):
+    """A ridge from ONE bin of the teacher's latents must reach the lagged (10-bin) ridge on
+    the same binned spikes on held-out time, velocity and grip each (a latent that copies the
+    current counts fails this). Small instance: 3 sessions of 2 minutes, the tiny config's teacher."""
+    from offline.analysis.teacher_gap import teacher_gap
+
+    root = Path(__file__).resolve().parents[3]
+    out = teacher_gap(family, str(root / "configs" / "distill_tiny.toml"), n_sessions=3, minutes=2.0, channels=32)
+    for k in ("vx", "vy", "grip"):
+        assert out["teacher_1bin"][k] >= out["ridge_spikes"][k], out
