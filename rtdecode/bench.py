@@ -2,31 +2,47 @@
 
 Three processes per measured consumer, on one host:
 
-1. `rtdecode replay` plays a recording (synthetic by default) as a real LSL outlet at its
-   real rate; every sample is stamped with its acquisition time (pylsl.local_clock) on the
-   drift-free schedule (`--stamping schedule`), or each chunk is stamped with the clock at
-   push time plus 0-3 ms of jitter, as acquisition software does (`--stamping arrival`:
-   the consumer has to dejitter; the latency is then measured from those stamps).
+1. the bench's outlet (`python -m rtdecode.bench outlet`, `bench_outlet`: `rtdecode replay`'s
+   schedule and stamps, plus a log) plays a recording (synthetic by default) as a real LSL
+   outlet at its real rate. Sample i is *acquired* at ``t0 + i / rate`` (the drift-free
+   schedule) and its chunk is pushed when its last sample is due. Stamps: the acquisition
+   time itself (`--stamping schedule`), or the clock at push time plus 0-3 ms of jitter, as
+   acquisition software does (`--stamping arrival`: the consumer has to dejitter). The
+   outlet logs, per chunk, the acquisition time of its last sample, when it was pushed and
+   the stamp it carried, so the latency is always measured from acquisition, whatever the
+   stamps say.
 2. the consumer: `rtdecode run` (or a peer, bench/peers/*.py) pulls the stream, decodes
    and publishes one msgpack message per bin on ZeroMQ (docs/schema.md);
 3. this process subscribes and stamps each message on receipt (pylsl.local_clock).
 
-Per bin (same host, same clock): ``e2e = t_recv - t_lsl`` (bin's last sample acquired ->
-message received), split exactly into ``transport_in = t_arrive - t_lsl`` (LSL outlet ->
-inlet -> the consumer holds the chunk), ``processing = lat_ms`` (chunk in hand ->
-published; itself split into ``chain_ms``, ``infer_ms`` and ``other_ms``) and
-``publish = t_recv - t_pub`` (ZeroMQ + msgpack to the subscriber). The consumer's
-``t_arrive`` is ``t_pub - lat_ms``, so the three parts add up to ``e2e`` by construction.
+Per bin (same host, same clock): ``e2e = t_recv - t_acq`` (bin's last sample acquired ->
+message received), split exactly into ``transport_in = t_arrive - t_acq`` (outlet ->
+inlet -> the consumer holds the chunk; itself split into ``outlet_late``, the outlet's
+push after the sample was due, and ``lsl``, push -> the consumer holds it),
+``processing = lat_ms`` (chunk in hand -> published; itself split into ``chain_ms``,
+``infer_ms`` and ``other_ms``) and ``publish = t_recv - t_pub`` (ZeroMQ + msgpack to the
+subscriber). The consumer's ``t_arrive`` is ``t_pub - lat_ms``, so the three parts add up
+to ``e2e`` by construction. ``t_acq`` of a bin comes from the outlet's log: the consumer's
+first sample is found among the stamps the outlet sent (its raw stamp, to 20 µs), and bin
+``seq`` ends ``seq + 1`` bins after it (a consumer that loses samples is off by them). Under schedule
+stamps ``t_acq == t_lsl``; under arrival stamps ``stamp_error = t_lsl - t_acq`` says how
+far the consumer's published stamps are from acquisition.
 
 Consumers run one after another on the same recording (same file, same replay settings),
 each with the machine to itself: running them side by side on a 2-core machine would
-mostly measure their contention. Everything goes into ``bench.json`` (every figure,
+mostly measure their contention. `--transport ipc` puts the ZeroMQ hop on a Unix socket
+instead of 127.0.0.1; `--run-option 'KEY = VALUE'` adds a line to rtdecode run's [run]
+table (e.g. `spin_s = 0`, `gc_mode = "python"`). On a machine that other jobs keep busy,
+the outlet and the subscriber are late by milliseconds whatever the consumer does: run the
+whole bench real-time (`chrt -f 20 rtdecode bench ...`, every process it starts inherits it)
+and say so with the figures (docs/bench/bench_s5_tail.md). Everything goes into ``bench.json`` (every figure,
 machine, versions, commands), ``bench.md`` and PNG plots (`rtdecode.bench_report`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import select
@@ -74,8 +90,28 @@ class BenchConfig:
     seed: int = 0
     plots: bool = True
     stamping: str = "schedule"  # replay stamps: "schedule" or "arrival" (push time + 0-3 ms jitter)
+    transport: str = "tcp"  # the consumers' ZeroMQ address: tcp (127.0.0.1) or ipc (a socket file)
+    run_options: tuple[str, ...] = ()  # extra `key = value` lines for rtdecode run's [run] table
 
     def __post_init__(self):
+        if self.run_options:
+            import tomllib
+
+            from .runtime import RunConfig
+
+            own = {"stream", "source_id", "bundle", "address", "backend", "threads", "resolve_timeout_s", "quiet",
+                   "summary_path"}  # fmt: skip  # set by the bench itself
+            names = {f.name for f in dataclasses.fields(RunConfig)} - own
+            for o in self.run_options:
+                try:
+                    keys = set(tomllib.loads(o))
+                except tomllib.TOMLDecodeError as e:
+                    raise BenchError(f"--run-option {o!r} is not a TOML line such as 'spin_s = 0.0005' ({e})") from None
+                if not keys <= names:
+                    raise BenchError(f"--run-option {o!r}: {sorted(keys - names)} is not a setting the bench leaves to "
+                                     f"you; choose from {sorted(names)}")  # fmt: skip
+        if self.transport not in ("tcp", "ipc"):
+            raise BenchError(f"transport must be tcp or ipc, got {self.transport!r}")
         if self.stamping not in ("schedule", "arrival"):
             raise BenchError(f"stamping must be schedule or arrival, got {self.stamping!r}")
         if not 1 <= self.channels <= 4096:
@@ -98,6 +134,7 @@ class BenchConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["peers"] = list(self.peers)
+        d["run_options"] = list(self.run_options)
         return d
 
 
@@ -191,6 +228,116 @@ def free_address() -> str:
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
+# -- the outlet ---------------------------------------------------------------------------------
+def bench_outlet(rec_path: str | Path, *, name: str, source_id: str, chunk: int, duration_s: float,
+                 stamping: str = "schedule", jitter_s: float = 0.003, log_path: str | Path | None = None,
+                 seed: int | None = None) -> int:  # fmt: skip
+    """`rtdecode replay`'s outlet (same stream description, schedule and stamps; the recording
+    is looped) for `duration_s`, that also logs per chunk the acquisition time of its last
+    sample (``due``), when it was pushed (``t_push``) and its stamp (``stamp``) into
+    `log_path` (.npz, written at the end). Prints ``READY t0 source_id`` once the outlet
+    exists. Returns the number of samples pushed."""
+    import pylsl
+
+    from .replay import make_info
+
+    rec = Recording.load(rec_path)
+    data = np.ascontiguousarray(rec.data, dtype=np.float32)
+    n_total, rate = data.shape[0], float(rec.sampling_rate)
+    ext = np.concatenate([data, data[: min(chunk, n_total)]])  # wrap-around without a copy per chunk
+    info = make_info(rec, name, "LFP", source_id)
+    outlet = pylsl.StreamOutlet(info, chunk_size=chunk, max_buffered=10)
+    limit = int(round(duration_s * rate))
+    n_chunks = -(-limit // chunk)
+    due_log = np.full(n_chunks, np.nan)
+    push_log = np.full(n_chunks, np.nan)
+    stamp_log = np.full(n_chunks, np.nan)
+    size_log = np.zeros(n_chunks, np.int32)
+    rng = np.random.default_rng(seed)
+    arrival = stamping == "arrival"
+    clock = pylsl.local_clock
+    t0 = clock()
+    print(f"READY {t0:.6f} {source_id}", flush=True)
+    pushed = pos = i = 0
+    try:
+        while pushed < limit:
+            c = min(chunk, limit - pushed)
+            due = t0 + (pushed + c - 1) / rate  # when the chunk's last sample is acquired
+            delay = due - clock()
+            if delay > 0:
+                time.sleep(delay)
+            x = ext[pos : pos + c]
+            pos = (pos + c) % n_total
+            t_push = clock()
+            stamp = t_push + rng.uniform(0.0, jitter_s) if arrival else due  # liblsl back-dates the rest
+            outlet.push_chunk(x, stamp)
+            due_log[i], push_log[i], stamp_log[i], size_log[i] = due, t_push, stamp, c
+            i += 1
+            pushed += c
+        time.sleep(0.2)  # let the last chunk reach the inlets before the outlet goes
+    finally:
+        del outlet
+        if log_path is not None:
+            np.savez(log_path, due=due_log[:i], t_push=push_log[:i], stamp=stamp_log[:i], size=size_log[:i],
+                     t0=t0, rate=rate, pushed=pushed, stamping=stamping)  # fmt: skip
+    return pushed
+
+
+def _outlet_main(argv: list[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m rtdecode.bench outlet", description="the bench's LSL outlet")
+    p.add_argument("recording")
+    p.add_argument("--name", required=True)
+    p.add_argument("--source-id", dest="source_id", required=True)
+    p.add_argument("--chunk", type=int, default=10)
+    p.add_argument("--duration", type=float, required=True)
+    p.add_argument("--stamping", choices=["schedule", "arrival"], default="schedule")
+    p.add_argument("--jitter", type=float, default=0.003)
+    p.add_argument("--log", required=True)
+    a = p.parse_args(argv)
+    n = bench_outlet(a.recording, name=a.name, source_id=a.source_id, chunk=a.chunk, duration_s=a.duration,
+                     stamping=a.stamping, jitter_s=a.jitter, log_path=a.log)  # fmt: skip
+    print(f"pushed {n} samples", file=sys.stderr)
+    return 0
+
+
+def _acquisition_times(log: dict, rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """(stamp per sample as the inlet sees it, push time per sample) from the outlet's log;
+    sample i is acquired at t0 + i / rate."""
+    size = log["size"].astype(np.int64)
+    n = int(size.sum())
+    last = np.cumsum(size) - 1  # index of each chunk's last sample
+    idx = np.arange(n)
+    chunk_of = np.repeat(np.arange(size.size), size)
+    back = (last[chunk_of] - idx) / rate  # liblsl back-dates a chunk's samples by the nominal period
+    return log["stamp"][chunk_of] - back, log["t_push"][chunk_of]
+
+
+def _first_index(log: dict, rate: float, raw_first: float | None, first_ts: float | None, samples: int | None,
+                 replayed: int) -> tuple[int | None, str]:  # fmt: skip
+    """Index of the consumer's first sample: its stamp among those the outlet sent (to 20 µs;
+    several candidates are told apart by the consumer's sample count), else from its sample
+    count, else from its first stamp on the schedule."""
+    stamps, _ = _acquisition_times(log, rate)
+    for ts, what, tol in ((raw_first, "raw stamp", 2e-5), (first_ts, "first stamp", 2e-5),
+                          (first_ts, "first stamp", 3e-4)):  # a peer's stamp may carry the clock offset (µs)
+        if ts is None:
+            continue
+        cand = np.flatnonzero(np.abs(stamps - ts) < tol)
+        if cand.size == 1:
+            return int(cand[0]), f"{what} matched"
+        if cand.size > 1:
+            if samples is not None and (replayed - cand == samples).any():
+                return int(replayed - samples), f"{what} matched, sample count chose"
+            return int(cand[np.argmin(np.abs(stamps[cand] - ts))]), f"{what} matched (nearest of {cand.size})"
+    if samples is not None:
+        return int(replayed - samples), "sample count"
+    if first_ts is not None:
+        return int(round((first_ts - float(log["t0"])) * rate)), "first stamp on the schedule"
+    return None, "unknown"
+
+
 # -- one consumer ------------------------------------------------------------------------------
 def consumer_command(name: str, cfg: BenchConfig, bundle: dict, stream: str, source_id: str, address: str,
                      work: Path) -> list[str] | str:  # fmt: skip
@@ -202,6 +349,7 @@ def consumer_command(name: str, cfg: BenchConfig, bundle: dict, stream: str, sou
             f'stream = "{stream}"\nsource_id = "{source_id}"\nbundle = "{bundle["path"]}"\naddress = "{address}"\n'
             f'backend = "{cfg.backend}"\nthreads = {cfg.threads}\nresolve_timeout_s = 30.0\nquiet = true\n'
             f'summary_path = "{work / "rtdecode_summary.json"}"\n'
+            + "".join(f"{o}\n" for o in cfg.run_options)
         )
         return [sys.executable, "-m", "rtdecode.cli", "run", "--config", str(toml)]
     common = ["--stream", stream, "--source-id", source_id, "--bundle", bundle["path"], "--address", address,
@@ -272,21 +420,17 @@ def run_consumer(name: str, cfg: BenchConfig, bundle: dict, rec_path: Path, work
 
     stream = f"bench-{name}-{uuid.uuid4().hex[:8]}"
     sid = f"sid-{uuid.uuid4().hex[:10]}"
-    address = free_address()
     pdir = work / name
+    address = free_address() if cfg.transport == "tcp" else f"ipc://{tempfile.gettempdir()}/rtdecode-bench-{uuid.uuid4().hex[:12]}.ipc"
     pdir.mkdir(parents=True, exist_ok=True)
     cmd = consumer_command(name, cfg, bundle, stream, sid, address, pdir)
     if isinstance(cmd, str):
         return {"name": name, "skipped": cmd}
-    replay_cmd = [sys.executable, "-m", "rtdecode.cli", "replay", str(rec_path), "--name", stream, "--source-id", sid,
-                  "--chunk", str(cfg.chunk), "--loop", "--duration", str(cfg.duration_s + cfg.lead_s)]  # fmt: skip
-    if cfg.stamping == "arrival":  # the same replay, stamped at push time with jitter (rtdecode.replay)
-        replay_cmd = [sys.executable, "-c",
-                      "import sys\nfrom rtdecode.recording import Recording\nfrom rtdecode.replay import replay\n"
-                      f"n = replay(Recording.load({str(rec_path)!r}), name={stream!r}, source_id={sid!r}, chunk_size={cfg.chunk}, "
-                      f"loop=True, duration={cfg.duration_s + cfg.lead_s!r}, stamping='arrival', jitter_s=0.003, "
-                      "on_start=lambda i: print(f\"READY {i['t0']:.6f} {i['source_id']}\", flush=True))\n"
-                      "print(f'replayed {n} samples', file=sys.stderr)\n"]  # fmt: skip
+    outlet_log = pdir / "outlet_log.npz"
+    outlet_log.unlink(missing_ok=True)
+    replay_cmd = [sys.executable, "-m", "rtdecode.bench", "outlet", str(rec_path), "--name", stream, "--source-id", sid,
+                  "--chunk", str(cfg.chunk), "--duration", str(cfg.duration_s + cfg.lead_s), "--stamping", cfg.stamping,
+                  "--jitter", "0.003", "--log", str(outlet_log)]  # fmt: skip
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, 1_000_000)
@@ -322,9 +466,8 @@ def run_consumer(name: str, cfg: BenchConfig, bundle: dict, rec_path: Path, work
         stop_at = None
         cpu1 = w1 = rss = None
 
-        def take(frames) -> bool:  # True on the consumer's final status
+        def take(frames, t_recv: float) -> bool:  # True on the consumer's final status
             nonlocal final, invalid
-            t_recv = local_clock()
             try:
                 topic, msg = decode(frames)
             except SchemaError:
@@ -338,9 +481,15 @@ def run_consumer(name: str, cfg: BenchConfig, bundle: dict, rec_path: Path, work
                 return True
             return False
 
+        # the subscriber must add no pause of its own: this process imported torch to build the
+        # bundle, and a full collection of its heap would hold every message queued behind it
+        gc.collect()
+        gc.freeze()
+        gc.disable()
         while True:
             if poller.poll(100):
-                if take(sub.recv_multipart()):
+                t_recv = local_clock()  # the message is here; reading and decoding it is the subscriber's work
+                if take(sub.recv_multipart(), t_recv):
                     break
                 continue
             now = local_clock()
@@ -352,16 +501,28 @@ def run_consumer(name: str, cfg: BenchConfig, bundle: dict, rec_path: Path, work
                 sent_int = True
             if cons.poll() is not None:  # exited (done, or crashed): take what is still queued
                 while poller.poll(300):
-                    if take(sub.recv_multipart()):
+                    if take(sub.recv_multipart(), local_clock()):
                         break
                 break
             if stop_at is None and now - w0 > cfg.duration_s + cfg.lead_s + 120:
                 raise BenchError(f"{name}: the replay did not end")
+            if sent_int and now > stop_at + 30:  # asked to stop 30 s ago: take what came, and kill it (finally)
+                break
         replayed = int(round((cfg.duration_s + cfg.lead_s) * cfg.rate))
+        try:
+            replay.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        if outlet_log.is_file():
+            with np.load(outlet_log) as z:
+                res["outlet"] = {k: z[k] for k in z.files}
+            replayed = int(res["outlet"]["pushed"])
         res.update(t0=t0, replayed_samples=replayed, cpu_s=cpu1 - cpu0 if cpu1 is not None else float("nan"),
                    wall_s=(w1 - w0) if w1 is not None else float("nan"), peak_rss_mb=rss, invalid_msgs=invalid,
                    final=final or {}, stream=stream, address=address)  # fmt: skip
     finally:
+        gc.enable()
+        gc.unfreeze()
         for p in (cons, replay):
             if p is None:
                 continue
@@ -414,12 +575,20 @@ def analyse(raw: dict, cfg: BenchConfig) -> dict:
     seq = r["seq"].astype(np.int64)
     uniq = np.unique(seq)
     first_ts = final.get("first_sample_ts")
-    i0 = int(round((first_ts - raw["t0"]) * cfg.rate)) if first_ts is not None else None
-    expected = (raw["replayed_samples"] - i0) // cfg.bin_samples if i0 is not None else None
+    log = raw.get("outlet")
+    B = cfg.bin_samples
+    if log is not None:
+        i0, i0_from = _first_index(log, cfg.rate, final.get("first_sample_raw_ts"), first_ts, final.get("samples"),
+                                   raw["replayed_samples"])  # fmt: skip
+    else:
+        i0, i0_from = (int(round((first_ts - raw["t0"]) * cfg.rate)), "first stamp on the schedule") \
+            if first_ts is not None else (None, "unknown")  # fmt: skip
+    expected = (raw["replayed_samples"] - i0) // B if i0 is not None else None
     out["bins"] = {
         "received": n,
         "expected_from_replay": expected,
         "first_sample_index": i0,
+        "first_sample_index_from": i0_from,
         "consumer_samples": final.get("samples"),
         "consumer_published": final.get("published"),
         "duplicated": int(n - uniq.size),
@@ -437,12 +606,25 @@ def analyse(raw: dict, cfg: BenchConfig) -> dict:
     if n == 0:
         out["consumer_log_tail"] = raw.get("log_tail", "")
         return out
-    e2e = (r["t_recv"] - r["t_lsl"]) * 1e3
     lat = r["lat_ms"]
     t_arrive = r["t_pub"] - lat / 1e3
+    # each bin's last sample, and when it was acquired and pushed (the outlet's log)
+    t_acq, t_push = r["t_lsl"], np.full(n, np.nan)
+    if log is not None and i0 is not None:
+        stamps, push = _acquisition_times(log, cfg.rate)
+        last = i0 + (seq + 1) * B - 1  # bin seq ends (seq + 1) bins after the first sample (no sample lost)
+        ok = (last >= 0) & (last < stamps.size)
+        last = np.clip(last, 0, stamps.size - 1)
+        t_acq = np.where(ok, float(log["t0"]) + last / cfg.rate, np.nan)
+        t_push = np.where(ok, push[last], np.nan)
+        out["bins"]["outside_outlet_log"] = int((~ok).sum())
+    e2e = (r["t_recv"] - t_acq) * 1e3
     comp = {
         "e2e": e2e,
-        "transport_in": (t_arrive - r["t_lsl"]) * 1e3,
+        "transport_in": (t_arrive - t_acq) * 1e3,
+        "outlet_late": (t_push - t_acq) * 1e3,
+        "lsl": (t_arrive - t_push) * 1e3,
+        "stamp_error": (r["t_lsl"] - t_acq) * 1e3,
         "processing": lat,
         "chain": r["chain_ms"],
         "infer": r["infer_ms"],
@@ -456,7 +638,7 @@ def analyse(raw: dict, cfg: BenchConfig) -> dict:
     dts = np.diff(r["t_lsl"])
     out["bins"]["t_lsl_step_ms"] = {"min": float(dts.min() * 1e3), "max": float(dts.max() * 1e3)} if dts.size else {}
     resid = comp["transport_in"] + comp["processing"] + comp["publish"] - e2e
-    out["split_residual_ms_max"] = float(np.abs(resid).max())  # transport_in + processing + publish - e2e
+    out["split_residual_ms_max"] = float(np.nanmax(np.abs(resid)))  # transport_in + processing + publish - e2e
     out["other_ms_min"] = float(np.nanmin(comp["other"])) if np.isfinite(comp["other"]).any() else None
     data_s = n * cfg.bin_ms / 1e3
     out["deadline_ms"] = deadline
@@ -476,6 +658,7 @@ def analyse(raw: dict, cfg: BenchConfig) -> dict:
     out["throughput_bins_per_cpu_s"] = n / cpu if cpu else float("nan")
     out["achieved_bins_per_s"] = n / raw["wall_s"] if raw["wall_s"] else float("nan")
     out["series"] = {"t_s": (r["t_lsl"] - r["t_lsl"][0]).round(5).tolist(), "e2e_ms": e2e.round(4).tolist()}
+    out["consumer_runtime"] = {k: final.get(k) for k in ("gc", "rt_priority", "pulls", "bins") if k in final}
     return out
 
 
@@ -554,7 +737,9 @@ def run_bench(cfg: BenchConfig, consumers: tuple[str, ...] | None = None, comman
     for name in consumers or ("rtdecode", *cfg.peers):
         raw = run_consumer(name, cfg, bundle, rec_path, work, env)
         result["consumers"][name] = analyse(raw, cfg)
+        result["consumers"][name]["loadavg_after"] = list(os.getloadavg())
     result["machine"]["loadavg_after"] = list(os.getloadavg())
+
     result["ratios_to_rtdecode"] = ratios(result["consumers"])
     write_report(result, out, plots=cfg.plots)
     return result
@@ -594,7 +779,8 @@ def main_bench(args) -> int:
     cfg = BenchConfig(out=args.out, channels=args.channels, rate=args.rate, chunk=args.chunk, bin_ms=args.bin_ms,
                       window=args.window, model=args.model, backend=args.backend, threads=args.threads,
                       duration_s=args.duration, warmup_s=args.warmup, lead_s=args.lead, peers=peers, seed=args.seed,
-                      stamping=getattr(args, "stamping", "schedule"))  # fmt: skip
+                      stamping=getattr(args, "stamping", "schedule"), transport=getattr(args, "transport", None) or "tcp",
+                      run_options=tuple(getattr(args, "run_option", None) or ()))  # fmt: skip
     command = "rtdecode " + " ".join(sys.argv[1:]) if sys.argv and "rtdecode" in sys.argv[0] else ""
     if args.scaling:
         ints = lambda v: tuple(int(x) for x in (v.split(",") if isinstance(v, str) else v))  # noqa: E731
@@ -606,3 +792,9 @@ def main_bench(args) -> int:
         run_bench(cfg, command=command)
         print((Path(cfg.out) / "bench.md").read_text())
     return 0
+
+
+if __name__ == "__main__":  # the bench's outlet process: python -m rtdecode.bench outlet ...
+    if sys.argv[1:2] != ["outlet"]:
+        sys.exit("usage: python -m rtdecode.bench outlet RECORDING --name N --source-id S --duration D --log FILE")
+    sys.exit(_outlet_main(sys.argv[2:]))

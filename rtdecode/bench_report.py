@@ -39,8 +39,10 @@ def markdown(result: dict) -> str:
         f"Model: {result['bundle']['describe']}; backend `{cfg['backend']}`, {cfg['threads']} thread(s).  ",
         f"Machine: {_machine_line(result['machine'])}",
         "",
-        "End to end = bin's last sample acquired (its LSL timestamp) -> message received by a subscriber on the same host. "
-        "Consumers ran one after another on the same replayed recording.",
+        "End to end = bin's last sample acquired (its time on the outlet's schedule, from the outlet's log; under schedule "
+        "stamps this is the bin's LSL timestamp) -> message received by a subscriber on the same host. "
+        "Consumers ran one after another on the same replayed recording"
+        + (f", over ZeroMQ {cfg.get('transport', 'tcp')}" + (f"; rtdecode run options: `{'; '.join(cfg['run_options'])}`" if cfg.get("run_options") else "")) + ".",
         "",
         "| consumer | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | misses (proc > deadline) | e2e > deadline | bins recv / expected | dup | missing | CPU % of a core | RTF (CPU/data) | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -58,14 +60,17 @@ def markdown(result: dict) -> str:
             f"{m['processing_over_deadline_steady']} | {m['e2e_over_deadline_steady']} | {b['received']} / {_f(b['expected_from_replay'])} | "
             f"{b['duplicated']} | {b['missing_seq']} | {_f(r['cpu_percent_of_one_core'], 1)} | {_f(r['rtf_cpu'], 3)} | {_f(r['peak_rss_mb'], 0)} |"
         )  # fmt: skip
-    lines += ["", "Latency split (p50 / p99, ms):", "",
-              "| consumer | transport in | signal chain | inference | other | publish | end to end |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += ["", "Latency split (p50 / p99, ms; transport in = outlet late (push after the sample was due) + LSL (push -> "
+              "the consumer holds the chunk); stamp error = published t_lsl - acquisition):", "",
+              "| consumer | transport in | outlet late | LSL | signal chain | inference | other | publish | end to end | stamp error | load after |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, r in cons.items():
         if "latency_ms" not in r:
             continue
         L = r["latency_ms"]
-        cell = lambda k: f"{_f(L[k].get('p50'), 3)} / {_f(L[k].get('p99'), 3)}" if L[k].get("n") else "-"  # noqa: E731
-        lines.append(f"| {name} | " + " | ".join(cell(k) for k in ("transport_in", "chain", "infer", "other", "publish", "e2e")) + " |")
+        cell = lambda k: f"{_f(L[k].get('p50'), 3)} / {_f(L[k].get('p99'), 3)}" if L.get(k, {}).get("n") else "-"  # noqa: E731
+        keys = ("transport_in", "outlet_late", "lsl", "chain", "infer", "other", "publish", "e2e", "stamp_error")
+        lines.append(f"| {name} | " + " | ".join(cell(k) for k in keys) + f" | {_f((r.get('loadavg_after') or [None])[0])} |")
     lines += ["", "Timestamps (what the consumer reported; flagged = bins with any flag but WARMUP, after warm-up):", "",
               "| consumer | gaps | filled samples | clock resets | flagged bins | t_lsl step min / max ms |", "|---|---|---|---|---|---|"]  # fmt: skip
     for name, r in cons.items():
@@ -76,6 +81,14 @@ def markdown(result: dict) -> str:
         lines.append(f"| {name} | {_f(b.get('consumer_gaps'))} | {_f(b.get('consumer_filled_samples'))} | "
                      f"{_f(b.get('consumer_clock_resets'))} | {_f(b.get('flagged_after_warmup'))} | "
                      f"{_f(st.get('min'), 4)} / {_f(st.get('max'), 4)} |")  # fmt: skip
+    for name, r in cons.items():
+        cr = r.get("consumer_runtime") or {}
+        if cr.get("gc"):  # rtdecode's loop reports these; the peers do not
+            g = cr.get("gc") or {}
+            per = f"{cr['pulls'] / cr['bins']:.2f}" if cr.get("pulls") and cr.get("bins") else "-"
+            lines += ["", f"{name} loop: garbage collector `{g.get('mode')}` ({g.get('collections')} collections in the loop, "
+                      f"longest {_f(g.get('max_ms'), 3)} ms); real-time priority: {cr.get('rt_priority')}; "
+                      f"{per} pulls per bin."]  # fmt: skip
     rat = result.get("ratios_to_rtdecode") or {}
     if rat:
         lines += ["", "Peers as a ratio to rtdecode (latency: > 1 means the peer is slower; throughput = bins per CPU second: < 1 means the peer needs more CPU per bin):", "",

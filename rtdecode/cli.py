@@ -12,16 +12,15 @@ file, bundle, config or stream that does not fit: one line `rtdecode <command>: 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
-import math
-import os
 import re
 import sys
 from pathlib import Path
 
-from .config import ConfigError, from_dict, load_toml
+from .checks import int_list, nonneg_float, nonneg_int, positive_float, positive_int, zmq_address
+from .config import ConfigError
+from .lsl_config import quiet_liblsl
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_CODES = (
@@ -37,100 +36,6 @@ def _version() -> str:
         return version("rtdecode")
     except Exception:  # pragma: no cover - not installed
         return "unknown"
-
-
-# -- liblsl's log ---------------------------------------------------------------------------
-_LSL_QUIET = "[log]\nlevel = -2\n"  # liblsl levels: -2 errors only (0 would print INFO lines)
-_LSL_LINK = "\n[multicast]\nResolveScope = link\n"  # demo and bench: discovery on this machine's link
-
-
-def quiet_liblsl(link_only: bool = False) -> str | None:
-    """Turn liblsl's INFO lines off for this process and its children, unless the user
-    configured liblsl (LSLAPICFG, ./lsl_api.cfg, ~/lsl_api/lsl_api.cfg, /etc/lsl_api/lsl_api.cfg:
-    the files liblsl itself reads). Must run before pylsl loads liblsl; returns the file set."""
-    if "LSLAPICFG" in os.environ:
-        return None
-    user_files = ("lsl_api.cfg", os.path.expanduser("~/lsl_api/lsl_api.cfg"), "/etc/lsl_api/lsl_api.cfg")
-    if any(os.path.isfile(f) and os.access(f, os.R_OK) for f in user_files):
-        return None
-    content = _LSL_QUIET + (_LSL_LINK if link_only else "")
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rtdecode"
-    path = base / ("lsl_api_link.cfg" if link_only else "lsl_api.cfg")
-    try:
-        if not (path.is_file() and path.read_text() == content):
-            from ._fs import atomic_file
-
-            with atomic_file(path, "w") as f:
-                f.write(content)
-    except OSError:  # no writable cache folder: keep liblsl's default log
-        return None
-    os.environ["LSLAPICFG"] = str(path)
-    return str(path)
-
-
-# -- argument types: each names what it wants; argparse prints "argument --x: ..." --------
-def _number(kind: type, lo: float, strict: bool, what: str):
-    def parse(text):
-        try:
-            v = kind(text) if kind is float else int(str(text), 10)
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-        if isinstance(v, float) and not math.isfinite(v):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
-        if v < lo or (strict and v == lo):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
-        return v
-
-    parse.__name__ = what  # argparse's "invalid <name> value" for other failures
-    return parse
-
-
-positive_float = _number(float, 0.0, True, "a number > 0")
-nonneg_float = _number(float, 0.0, False, "a number >= 0")
-positive_int = _number(int, 0, True, "a whole number >= 1")
-nonneg_int = _number(int, 0, False, "a whole number >= 0")
-
-
-def port(text) -> int:
-    v = nonneg_int(text)
-    if not 1 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number 1..65535, got {text!r}")
-    return v
-
-
-def zmq_address(text: str) -> str:
-    """tcp://HOST:PORT (PORT 1..65535 or *), ipc://PATH or inproc://NAME."""
-    text = str(text)
-    example = "e.g. tcp://127.0.0.1:5556"
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"must be a ZeroMQ address tcp://HOST:PORT, {example}; got {text!r} (no tcp://)")
-    if scheme in ("ipc", "inproc"):
-        if not rest:
-            raise argparse.ArgumentTypeError(f"{scheme}:// needs a name, got {text!r}")
-        return text
-    if scheme != "tcp":
-        raise argparse.ArgumentTypeError(f"must start with tcp://, ipc:// or inproc://, {example}; got {text!r}")
-    host, colon, p = rest.rpartition(":")
-    if not colon or not host:
-        raise argparse.ArgumentTypeError(f"must be tcp://HOST:PORT, {example}; got {text!r} (no port)")
-    if p != "*":
-        try:
-            port(p)
-        except argparse.ArgumentTypeError:
-            raise argparse.ArgumentTypeError(f"port must be 1..65535 or *, {example}; got {text!r}") from None
-    return text
-
-
-def int_list(text: str) -> str:
-    """A comma list of whole numbers >= 1 (returned normalised, as text)."""
-    try:
-        vals = [positive_int(x.strip()) for x in str(text).split(",") if x.strip()]
-    except argparse.ArgumentTypeError:
-        vals = []
-    if not vals:
-        raise argparse.ArgumentTypeError(f"must be a comma list of whole numbers >= 1, e.g. 96,256; got {text!r}")
-    return ",".join(str(v) for v in vals)
 
 
 # -- help formatting --------------------------------------------------------------------------
@@ -164,53 +69,14 @@ RUN_DEFAULTS = {
     "status_interval_s": 1.0, "max_chunk": 1024, "pull_timeout_s": 0.05, "stall_timeout_s": 0.5,
     "resolve_timeout_s": 10.0, "max_fill_s": 0.5,
 }  # fmt: skip
-# the checks of the numeric flags, applied to a --config file's values as well
-RUN_CHECKS = {
-    "threads": positive_int, "deadline_ms": positive_float, "status_interval_s": positive_float,
-    "max_chunk": positive_int, "pull_timeout_s": positive_float, "stall_timeout_s": positive_float,
-    "resolve_timeout_s": positive_float, "max_fill_s": nonneg_float, "duration_s": positive_float,
-    "address": zmq_address,
-}  # fmt: skip
-
-
-def _run_config(args: argparse.Namespace):
-    from .runtime import RunConfig
-
-    base: dict = {}
-    where = "rtdecode run"
-    if args.config:
-        tables = load_toml(args.config)
-        base = dict(tables.get("run", tables))
-        where = f"{args.config} [run]"
-    flags = getattr(args, "_flags", {})
-    for key, check in RUN_CHECKS.items():  # a config file's values pass the flags' checks
-        if base.get(key) is not None and not isinstance(base[key], bool):
-            try:
-                check(base[key])
-            except argparse.ArgumentTypeError as e:
-                raise ConfigError(f"{where}: {key} {e} (flag {flags.get(key, key)})") from None
-    for f in dataclasses.fields(RunConfig):
-        v = getattr(args, f.name, None)
-        if v is not None:
-            base[f.name] = v
-    cfg = from_dict(RunConfig, base, where=where)
-    if not cfg.bundle:
-        raise ConfigError("no bundle given: pass --bundle DIR (a folder written by `rtdecode distill`)")
-    if not cfg.stream.strip():
-        raise ConfigError("--stream is empty: pass the LSL stream's name or type (`rtdecode streams` lists them)")
-    for key in ("stream", "source_id"):
-        v = getattr(cfg, key) or ""
-        if "'" in v and '"' in v:
-            raise ConfigError(f"{flags.get(key, key)} {v!r} holds both quote characters; LSL queries cannot match it")
-    if cfg.summary_path and not Path(cfg.summary_path).resolve().parent.is_dir():
-        raise ConfigError(f"--summary {cfg.summary_path}: folder {Path(cfg.summary_path).resolve().parent} does not exist")
-    return cfg
+# the numeric flags' checks, applied to a --config file's values as well: RUN_CHECKS in rtdecode/run_config.py
 
 
 def cmd_run(args) -> int:
+    from .run_config import load_run_config
     from .runtime import run
 
-    cfg = _run_config(args)
+    cfg = load_run_config(args.config, vars(args), args._flags)
     summary = run(cfg)
     print(json.dumps(summary, indent=1))  # the final summary, also with --quiet (which hides the status line)
     return 0
@@ -235,17 +101,12 @@ def cmd_streams(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    from .recording import load_any, nwb_mapping_for
+    from .recording import load_for_replay
     from .replay import replay
 
-    nwb = str(args.recording).lower().endswith(".nwb")
-    if (args.mapping or args.nwb_lfp) and not nwb:
-        raise ConfigError(f"--mapping and --nwb-lfp choose the series of an NWB file; {args.recording} is not one (.nwb)")
-    if args.xdf_stream and not str(args.recording).lower().endswith((".xdf", ".xdfz", ".xdf.gz")):
-        raise ConfigError(f"--xdf-stream chooses a stream of an XDF file; {args.recording} is not one (.xdf, .xdfz)")
-    mapping = nwb_mapping_for(args.recording, args.mapping, args.nwb_lfp) if nwb and (args.mapping or args.nwb_lfp) else None
     max_s = None if args.loop or args.duration is None else args.duration * args.speed  # recording time played
-    rec = load_any(args.recording, nwb_mapping=mapping, xdf_stream=args.xdf_stream, max_seconds=max_s)
+    rec = load_for_replay(args.recording, mapping=args.mapping, nwb_lfp=args.nwb_lfp, xdf_stream=args.xdf_stream,
+                          max_seconds=max_s)  # fmt: skip
 
     def ready(info: dict) -> None:  # one machine-readable line: scripts and tests wait for it
         print(f"READY {info['t0']:.6f} {info['source_id']}", flush=True)
@@ -370,6 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"gaps up to this long are filled (bin cadence kept); longer ones reset the chain (default: {D['max_fill_s']:g})")  # fmt: skip
     r.add_argument("--lsl-out", dest="lsl_out", metavar="NAME",
                    help="also publish the decoded values on an LSL outlet of this name (default: none)")  # fmt: skip
+    r.add_argument("--gc", dest="gc_mode", choices=["tick", "python"],
+                   help="garbage collection: once per status tick between bins, start-up objects frozen (tick), "
+                        "or Python's automatic collector (default: tick)")  # fmt: skip
+    r.add_argument("--spin", dest="spin_s", type=nonneg_float, metavar="SECONDS",
+                   help="poll for the next chunk this long either side of when it is due, instead of sleeping "
+                        "(at most 5 %% of a chunk's span; costs up to twice that of CPU per chunk; 0: off; "
+                        "default: 0.0005)")  # fmt: skip
+    r.add_argument("--rt-priority", dest="rt_priority", type=nonneg_int, metavar="N",
+                   help="run the loop and its liblsl and ZeroMQ threads SCHED_FIFO at priority N (needs root, "
+                        "CAP_SYS_NICE or an rtprio limit; without, a warning and normal priority; default: 0, off)")  # fmt: skip
     r.set_defaults(func=cmd_run)
 
     st = sub.add_parser("streams", help="list the visible LSL streams; with --bundle, which of them fit",
@@ -440,9 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     dm = sub.add_parser("demo", help="the whole loop on simulated data: distill, replay over LSL, decode live, score")
     dm.add_argument("--out", default="runs/demo", metavar="DIR", help="work folder")
-    dm.add_argument("--config", default=None, metavar="FILE", help="distill config (default: configs/distill_tiny.toml)")
-    dm.add_argument("--duration", "--seconds", dest="seconds", type=positive_float, default=20.0, metavar="SECONDS",
-                    help="seconds of the held-out session to replay")  # fmt: skip
+    dm.add_argument("--config", default=None, metavar="FILE", help="distill config (default: configs/demo.toml)")
+    dm.add_argument("--duration", "--seconds", dest="seconds", type=positive_float, default=45.0, metavar="SECONDS",
+                    help="seconds of the held-out session to replay (the first ~15 s are WARMUP, not scored)")  # fmt: skip
     dm.add_argument("--address", type=zmq_address, default="tcp://127.0.0.1:5599", metavar="ADDRESS", help="ZeroMQ PUB address")
     dm.add_argument("--quick", action="store_true", help="skip distillation: a lagged ridge LFP decoder")
     dm.set_defaults(func=cmd_demo)
@@ -465,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--stamping", choices=["schedule", "arrival"], default="schedule",
                     help="replay stamps: by the sample schedule, or at push time with 0-3 ms jitter as acquisition "
                          "software does")  # fmt: skip
+    bn.add_argument("--transport", choices=["tcp", "ipc"], default="tcp",
+                    help="ZeroMQ transport between each consumer and this subscriber")  # fmt: skip
+    bn.add_argument("--run-option", dest="run_option", action="append", metavar="KEY=VALUE",
+                    help="a TOML line added to rtdecode run's [run] table, e.g. 'spin_s = 0.0005' (repeatable)")  # fmt: skip
     bn.add_argument("--scaling", action="store_true", help="rtdecode alone over channel counts and windows")
     bn.add_argument("--scaling-channels", dest="scaling_channels", type=int_list, default="96,256,512,1024",
                     metavar="LIST", help="channel counts for --scaling")  # fmt: skip

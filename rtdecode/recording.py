@@ -13,8 +13,6 @@ needs pynwb) and one numeric stream of an XDF file (needs pyxdf); both in the `r
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -305,3 +303,20 @@ def nwb_mapping_for(path, toml: str | None = None, lfp: str | None = None):
                               "put the keys of offline.data.nwb.NWBMapping there")  # fmt: skip
         m = NWBConfig.from_dict(table, where=f"{toml} [data.nwb]").for_file(path)
     return replace(m, lfp=lfp) if lfp else m
+
+
+def load_for_replay(path, *, mapping: str | None = None, nwb_lfp: str | None = None, xdf_stream: str | None = None,
+                    max_seconds: float | None = None) -> Recording:  # fmt: skip
+    """`rtdecode replay FILE [--mapping TOML] [--nwb-lfp SERIES] [--xdf-stream NAME]`: the
+    Recording `load_any` reads, with the NWB mapping `nwb_mapping_for` builds. A choice that
+    does not fit the file's kind (--mapping for an XDF file, ...) is a ConfigError."""
+    from .config import ConfigError
+
+    name = str(path).lower()
+    nwb = name.endswith(".nwb")
+    if (mapping or nwb_lfp) and not nwb:
+        raise ConfigError(f"--mapping and --nwb-lfp choose the series of an NWB file; {path} is not one (.nwb)")
+    if xdf_stream and not name.endswith((".xdf", ".xdfz", ".xdf.gz")):
+        raise ConfigError(f"--xdf-stream chooses a stream of an XDF file; {path} is not one (.xdf, .xdfz)")
+    nwb_mapping = nwb_mapping_for(path, mapping, nwb_lfp) if nwb and (mapping or nwb_lfp) else None
+    return load_any(path, nwb_mapping=nwb_mapping, xdf_stream=xdf_stream, max_seconds=max_seconds)

@@ -9,6 +9,13 @@ Telemetry goes out on the `status` topic once a second and into a summary at shu
 The status line is written by a low-priority thread, never by the loop, and with
 `--lsl-out NAME` every decoded bin also goes to an LSL outlet stamped with its `t_lsl`.
 
+Scheduling (docs/bench/bench_s5_tail.md has what each bought): the source polls for the
+next chunk from `spin_s` (0.5 ms) before it is due instead of sleeping through it; the
+garbage collector is off in the loop (`gc_mode = "tick"`: start-up objects frozen, one
+collection per status tick, between bins); the status tick itself waits until a pull has
+completed a bin; `rt_priority` N > 0 puts the loop, liblsl's and ZeroMQ's threads on
+SCHED_FIFO (where permitted; otherwise a warning) and restores them at the end.
+
 The loop knows its source, sink and backend only through the small surfaces they
 expose (`pull`/`data`/`timestamps`/`poll_reconnect`, `publish_*`, `infer`), and the
 hot path (per chunk, per bin) allocates no arrays and logs nothing.
@@ -16,6 +23,7 @@ hot path (per chunk, per bin) allocates no arrays and logs nothing.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import queue
@@ -75,6 +83,10 @@ class RunConfig:
     summary_path: str | None = None
     quiet: bool = False  # hides the status line only
     lsl_out: str | None = None  # also publish the decoded bins on an LSL outlet of this name
+    # the loop's own scheduling (docs/bench/bench_s5_tail.md has what each one bought):
+    gc_mode: Literal["tick", "python"] = "tick"  # tick: no automatic collection in the loop, one per status tick
+    spin_s: float = 0.0005  # > 0: poll for the next chunk this long either side of its expected arrival
+    rt_priority: int = 0  # > 0: SCHED_FIFO at this priority for the loop, liblsl's and ZeroMQ's threads
 
 
 @dataclass
@@ -162,6 +174,11 @@ class Runtime:
         self._chain_ms = 0.0  # chain time of the chunk that completed the current bins
         self._t_start = 0.0
         self._last_status = 0.0
+        self.gc_stats = {"mode": cfg.gc_mode, "collections": 0, "max_ms": 0.0, "total_ms": 0.0}
+        self._gc_t0 = 0.0
+        self._gc_tick = False
+        self.rt_priority = "off"  # what rt_priority achieved (summary)
+        self._ticks = 0
 
     # -- construction -------------------------------------------------------------
     @classmethod
@@ -182,6 +199,7 @@ class Runtime:
             stall_timeout=cfg.stall_timeout_s,
             pull_timeout=cfg.pull_timeout_s,
             source_id=cfg.source_id,
+            spin_s=cfg.spin_s,
         )
         sink = lsl_out = None
         try:
@@ -225,29 +243,63 @@ class Runtime:
     def run(self) -> dict:
 
         cfg = self.cfg
-        self.warmup()
-        hello = self.hello()
-        self.sink.publish_hello(hello)
-        self._t_start = self._last_status = local_clock()
-        t_end = self._t_start + cfg.duration_s if cfg.duration_s else float("inf")
         src = self.source
         if not cfg.quiet and self._printer is None:
             self._printer = _StatusPrinter()
+        rt_restore: list = []
+        gc_was_enabled = gc.isenabled()
+
+        def prepare() -> None:  # after the first-call costs, before the inlet is flushed
+            if cfg.rt_priority > 0:
+                self.rt_priority = _realtime(cfg.rt_priority, rt_restore)
+            if cfg.gc_mode == "tick":
+                # what start-up built (modules, bundle, sessions) is never garbage: freeze it, so
+                # that a collection only looks at what the loop made; collect once per status
+                # tick, right after a chunk is handled, instead of whenever an allocation count trips
+                gc.collect()
+                gc.freeze()
+                gc.disable()
+                self._gc_tick = True
+            gc.callbacks.append(self._gc_timer)
+
         try:
+            self.warmup(before_flush=prepare)
+            hello = self.hello()
+            self.sink.publish_hello(hello)
+            self._t_start = self._last_status = local_clock()
+            t_end = self._t_start + cfg.duration_s if cfg.duration_s else float("inf")
+            timed = hasattr(src, "t_data")  # the source says when the data was in hand, before its own work
             while not self.stop_event.is_set():
                 n = src.pull()
                 now = local_clock()
                 if n:
-                    self._on_chunk(n, now)
+                    self._on_chunk(n, src.t_data if timed else now)
                 elif not src.connected:
                     if src.poll_reconnect():
                         self.tel.reconnects += 1
                         self._reset(FLAG_RECONNECTED)
-                if now - self._last_status >= cfg.status_interval_s:
+                # status (and the loop's garbage collection) between bins: after a pull that
+                # completed a bin, not while one is half in, unless that takes a whole interval more
+                since = now - self._last_status
+                if since >= cfg.status_interval_s and (not self.chain.samples_in_bin or since >= 2 * cfg.status_interval_s):
                     self._status(now)
                 if now >= t_end:
                     break
         finally:
+            for tid, policy, prio in rt_restore:  # in-process use (tests, notebooks): leave no thread real-time
+                try:
+                    os.sched_setscheduler(tid, policy, os.sched_param(prio))
+                except OSError:
+                    pass
+            if self._gc_tick:
+                self._gc_tick = False
+                gc.unfreeze()
+                if gc_was_enabled:
+                    gc.enable()
+            try:
+                gc.callbacks.remove(self._gc_timer)
+            except ValueError:
+                pass
             summary = self.summary()
             try:
                 self.sink.publish_status({**summary, "final": True})
@@ -255,7 +307,18 @@ class Runtime:
                 self.close()
         return summary
 
-    def warmup(self) -> None:
+    def _gc_timer(self, phase: str, info: dict) -> None:
+        """gc.callbacks: count the collections made while the loop runs and time them."""
+        if phase == "start":
+            self._gc_t0 = time.perf_counter()
+            return
+        ms = (time.perf_counter() - self._gc_t0) * 1e3
+        g = self.gc_stats
+        g["collections"] += 1
+        g["total_ms"] += ms
+        g["max_ms"] = max(g["max_ms"], ms)
+
+    def warmup(self, before_flush=None) -> None:
         """Pay every first-call cost (numba cache load, ONNX Runtime/TensorRT first runs)
         before the first real chunk, then drop the samples that queued up meanwhile, so
         the first bins are neither late nor decoded from a backlog."""
@@ -263,6 +326,8 @@ class Runtime:
         spec = self.bundle.chain
         self.chain.process(np.zeros((spec.bin_samples, spec.n_channels), dtype=np.float32), spec.bin_samples)
         self.chain.reset()
+        if before_flush is not None:
+            before_flush()
         flush = getattr(self.source, "flush", None)
         if flush is not None:
             flush()
@@ -439,6 +504,9 @@ class Runtime:
         self._ch_changes[:] = 0
 
     def _status(self, now: float) -> None:
+        self._ticks += 1
+        if self._gc_tick:  # the loop's one collection per tick, right after a chunk was handled
+            gc.collect()
         self._check_channels()
         src_ev = getattr(self.source, "events", None)
         p = self.tel.percentiles(since_mark=True)
@@ -498,6 +566,11 @@ class Runtime:
             "source_events": self.source.events.to_dict() if hasattr(self.source, "events") else {},
             "dropped_msgs": getattr(self.sink, "dropped", 0),
             "backend": self.backend_reason,
+            "first_sample_raw_ts": getattr(self.source, "first_raw_ts", None),
+            "pulls": getattr(getattr(self.source, "events", None), "chunks", None),
+            "gc": dict(self.gc_stats),
+            "status_ticks": self._ticks,
+            "rt_priority": self.rt_priority,
         }
 
     def close(self) -> None:
@@ -511,6 +584,43 @@ class Runtime:
                 part.close()
             except Exception as e:  # closing must not hide the real error
                 log.warning("closing %s: %s", type(part).__name__, e)
+
+
+def _realtime(priority: int, restore: list) -> str:
+    """SCHED_FIFO at `priority` for the calling thread and for the threads that are not
+    Python's (liblsl's receiver, ZeroMQ's I/O thread: they carry the loop's data), never for
+    the Python helper threads (status printer, log listener). Needs root, CAP_SYS_NICE or an
+    RLIMIT_RTPRIO (e.g. a limits.conf line for a realtime group); without it the loop runs
+    as before. Returns what was done, for the summary; `restore` gets (tid, policy, priority)
+    of every thread changed."""
+    if not hasattr(os, "sched_setscheduler"):
+        return "not applied: no sched_setscheduler on this platform"
+    me = threading.get_native_id()
+    helpers = {t.native_id for t in threading.enumerate()} - {me}
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [me]
+    def one(tid: int) -> None:
+        before = (tid, os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority)
+        os.sched_setscheduler(tid, os.SCHED_FIFO, param)
+        restore.append(before)
+
+    try:
+        param = os.sched_param(int(priority))
+        one(me)
+        for tid in tids:
+            if tid != me and tid not in helpers:
+                try:
+                    one(tid)
+                except ProcessLookupError:  # gone meanwhile
+                    pass
+    except (OSError, ValueError) as e:
+        msg = (f"not applied ({e}): SCHED_FIFO needs root, CAP_SYS_NICE or an rtprio limit (ulimit -r); "
+               "the loop runs at normal priority")  # fmt: skip
+        log.warning("rt_priority %d %s", priority, msg)
+        return msg
+    return f"SCHED_FIFO {int(priority)} on {len(restore)} threads"
 
 
 class _StatusPrinter:

@@ -69,3 +69,21 @@ class Harness:
         if self.error:
             raise self.error
         return self.summary
+
+
+def run_outlet(bundle, prefix: str, *, channels: int = 4, wait_s: float = 20.0, harness: dict | None = None,
+               **outlet) -> tuple[Harness, dict, float]:  # fmt: skip
+    """The runtime (`Harness(bundle, name, **harness)`) on a scripted outlet of `channels`
+    channels (tests/conftest.py start_outlet(**outlet)) until the outlet ends, at most `wait_s`;
+    returns the harness, the summary and the outlet's t0 (sample k is stamped t0 + k / rate)."""
+    from tests.conftest import start_outlet, unique_name
+
+    name = unique_name(prefix)
+    h = Harness(bundle, name, **(harness or {})).start()
+    out = start_outlet(name, channels=channels, **outlet)
+    try:
+        h.collect(lambda h: out.proc.poll() is not None, timeout=wait_s)
+    finally:
+        out.kill()
+        summary = h.stop()
+    return h, summary, out.t0

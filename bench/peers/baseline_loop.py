@@ -77,15 +77,17 @@ def main() -> int:
     a = parse_args(__doc__)
     stop = stop_on_signals()
     bundle = load_bundle(a.bundle)
-    pub = Publisher(a.address)
     step = torch_model(a.bundle, a.torch_model, a.threads)
     warm(step, bundle.chain.n_features)
+    pub = Publisher(a.address)  # bound once ready: the bench starts the stream when it can connect
     chain = ScipyChain(bundle.chain)
     pred = f"name='{a.stream}'" + (f" and source_id='{a.source_id}'" if a.source_id else "")
     infos = []
     while not infos and not stop.is_set():
         infos = pylsl.resolve_bypred(pred, 1, 1.0)
-    if stop.is_set():
+    if stop.is_set():  # stopped before the stream was found: say so, and close the socket (a context
+        pub.final({"first_sample_ts": None, "samples": 0, "published": 0, "bins": 0})  # with an open socket
+        pub.close()  # never terminates: the process would hang at exit)
         return 0
     inlet = pylsl.StreamInlet(infos[0], max_buflen=1)
     inlet.open_stream(timeout=10)

@@ -33,9 +33,9 @@ def main() -> int:
     bundle = load_bundle(a.bundle)
     spec = bundle.chain
     d = spec.design
-    pub = Publisher(a.address)
     step = torch_model(a.bundle, a.torch_model, a.threads)
     warm(step, spec.n_features)
+    pub = Publisher(a.address)  # bound once ready: the bench starts the stream when it can connect
     bufsize = 0.5  # s
     stream = StreamLSL(bufsize=bufsize, name=a.stream, source_id=a.source_id)
     t_end = time.monotonic() + 30
@@ -46,7 +46,9 @@ def main() -> int:
         except RuntimeError:
             if time.monotonic() > t_end:
                 raise
-    if stop.is_set():
+    if stop.is_set():  # stopped before the stream was found: close the socket, or the process hangs at exit
+        pub.final({"first_sample_ts": None, "samples": 0, "published": 0, "bins": 0})
+        pub.close()
         return 0
     sos_params = {"order": d.get("filter_order", 4), "ftype": "butter", "output": "sos"}
     if d.get("line_freq"):
@@ -68,9 +70,13 @@ def main() -> int:
                 time.sleep(0.0005)
                 continue
             t_arrive = local_clock()
-            data, ts = stream.get_data(winsize=min(n_new + 2, bufsize * spec.fs) / spec.fs)  # (C, n) filtered, timestamps
-            new = ts > last_ts
-            x, tn = data[:, new].T, ts[new]
+            data, ts = stream.get_data(winsize=min(n_new + 50, bufsize * spec.fs) / spec.fs)  # (C, n) filtered, timestamps
+            # the samples after the last one taken, found by its stamp (stamps at push time are not
+            # monotonic across chunks, so `ts > last_ts` would drop samples); the window is wider
+            # than n_new in case the acquisition thread added some meanwhile
+            hit = np.flatnonzero(ts == last_ts)
+            start = int(hit[-1]) + 1 if hit.size else max(0, ts.size - n_new)
+            x, tn = data[:, start:].T, ts[start:]
             if not len(tn):
                 continue
             last_ts = tn[-1]

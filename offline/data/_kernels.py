@@ -12,6 +12,20 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
+def _sos_step(sos, zi, v):
+    """One sample of every channel through the biquad cascade `sos` (S, 6), in place in v (C,);
+    zi (S, 2, C) float64 is the state (transposed direct form II, as scipy's sosfilt)."""
+    for s in range(sos.shape[0]):
+        b0, b1, b2, a1, a2 = sos[s, 0], sos[s, 1], sos[s, 2], sos[s, 4], sos[s, 5]
+        for c in range(v.shape[0]):
+            x = v[c]
+            y = b0 * x + zi[s, 0, c]
+            zi[s, 0, c] = b1 * x - a1 * y + zi[s, 1, c]
+            zi[s, 1, c] = b2 * x - a2 * y
+            v[c] = y
+
+
+@njit(cache=True, nogil=True)
 def lfp_block(w, shared, bg_in, bg_sos, bg_zi, hg_sos, hg_zi, env, k, hg_scale, noise, gain, low, perm, out):
     """w (ns, C) white noise; shared (ns, C) mixed shared background sources; the background
     is IIR(bg_in * w + shared) (sections bg_sos, state bg_zi (S, 2, C) float64), the
@@ -24,24 +38,10 @@ def lfp_block(w, shared, bg_in, bg_sos, bg_zi, hg_sos, hg_zi, env, k, hg_scale, 
         b = i // k
         for c in range(n_ch):
             acc[c] = bg_in * w[i, c] + shared[i, c]
-        for s in range(bg_sos.shape[0]):
-            b0, b1, b2, a1, a2 = bg_sos[s, 0], bg_sos[s, 1], bg_sos[s, 2], bg_sos[s, 4], bg_sos[s, 5]
-            for c in range(n_ch):
-                x = acc[c]
-                y = b0 * x + bg_zi[s, 0, c]
-                bg_zi[s, 0, c] = b1 * x - a1 * y + bg_zi[s, 1, c]
-                bg_zi[s, 1, c] = b2 * x - a2 * y
-                acc[c] = y
+        _sos_step(bg_sos, bg_zi, acc)
         for c in range(n_ch):
             val[c] = w[i, c]
-        for s in range(hg_sos.shape[0]):
-            b0, b1, b2, a1, a2 = hg_sos[s, 0], hg_sos[s, 1], hg_sos[s, 2], hg_sos[s, 4], hg_sos[s, 5]
-            for c in range(n_ch):
-                x = val[c]
-                y = b0 * x + hg_zi[s, 0, c]
-                hg_zi[s, 0, c] = b1 * x - a1 * y + hg_zi[s, 1, c]
-                hg_zi[s, 1, c] = b2 * x - a2 * y
-                val[c] = y
+        _sos_step(hg_sos, hg_zi, val)
         for c in range(n_ch):
             val[c] = gain[c] * (acc[c] + noise * w[i, c] + hg_scale * env[b, c] * val[c])
         for j in range(n_ch):

@@ -37,7 +37,6 @@ and tuning drift.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -45,11 +44,11 @@ import numpy as np
 from scipy import signal
 
 from .session import Session
-from .simulate import BEHAVIOR_NAMES, SimConfig, _grid, _smooth_maps, simulate_session
+from .simulate import BEHAVIOR_NAMES, SimConfig, _BinGrid, _grid, _smooth_maps, simulate_session, write_sessions
 
 
 @dataclass(frozen=True)
-class FamilyConfig:
+class FamilyConfig(_BinGrid):
     duration_s: float = 120.0
     bin_width: float = 0.01
     lfp_rate: float = 1000.0
@@ -86,23 +85,13 @@ class FamilyConfig:
     session_gain_sd: float = 0.2  # per-session, per-channel log gain
 
     def __post_init__(self):
-        spb = self.lfp_rate * self.bin_width
-        if abs(spb - round(spb)) > 1e-6 or round(spb) < 1:
-            raise ValueError(f"lfp_rate {self.lfp_rate} Hz x bin_width {self.bin_width} s must be a whole number of samples")
+        self._check_bin_grid()
         if self.lfp_rate < 500:
             raise ValueError(f"lfp_rate must be >= 500 Hz (1 ms spike grid, 70-200 Hz band), got {self.lfp_rate}")
         if not 0 < self.n_units <= self.unit_pool or self.n_channels < 4:
             raise ValueError(f"need 0 < n_units ({self.n_units}) <= unit_pool ({self.unit_pool}) and n_channels >= 4")
         if not 0.0 <= self.lead_s[0] <= self.lead_s[1] < 1.0:
             raise ValueError(f"lead_s must be (low, high) seconds, got {self.lead_s}")
-
-    @property
-    def n_bins(self) -> int:
-        return int(round(self.duration_s / self.bin_width))
-
-    @property
-    def samples_per_bin(self) -> int:
-        return int(round(self.lfp_rate * self.bin_width))
 
 
 @dataclass(frozen=True)
@@ -384,23 +373,6 @@ def write_family(name: str, n_sessions: int, seed: int, out_dir: str | Path, cfg
     """Simulate and write one NWB file per session (one in memory at a time), plus
     <out_dir>/simulation.json (family, config, mapping its files need, timings)."""
     fam, cfg = family(name), cfg or FamilyConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths, timings = [], []
-    for i in range(n_sessions):
-        t0 = time.perf_counter()
-        s = fam.simulate(cfg, i, seed)
-        t1 = time.perf_counter()
-        p = write_family_session(name, s, out / f"{s.session_id}.nwb")
-        t2 = time.perf_counter()
-        timings.append({"session": s.session_id, "simulate_s": round(t1 - t0, 2), "write_s": round(t2 - t1, 2),
-                        "n_units": int(s.spikes.shape[1])})  # fmt: skip
-        if log:
-            log(f"[simulate] {p} (family {name}, {s.n_bins} bins, {s.spikes.shape[1]} units, {s.lfp.shape[1]} ch @ "
-                f"{s.lfp_rate:g} Hz): simulated {t1 - t0:.1f} s, written {t2 - t1:.1f} s")  # fmt: skip
-        paths.append(p)
-        del s
-    (out / "simulation.json").write_text(json.dumps({"family": name, "config": asdict(cfg), "n_sessions": n_sessions, "seed": seed,
-                                                     "nwb_mapping": fam.mapping, "files": [p.name for p in paths],
-                                                     "timings": timings}, indent=1))  # fmt: skip
-    return paths
+    manifest = {"family": name, "config": asdict(cfg), "n_sessions": n_sessions, "seed": seed, "nwb_mapping": fam.mapping}
+    return write_sessions(lambda i: fam.simulate(cfg, i, seed), lambda s, p: write_family_session(name, s, p), n_sessions,
+                          out_dir, manifest, log, tag=f"family {name}, ")  # fmt: skip

@@ -34,9 +34,7 @@ from __future__ import annotations
 import datetime as _dt
 import fnmatch
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -583,6 +581,46 @@ def derive_velocity(behavior: np.ndarray, names: list[str], units: list[str], bi
     return np.ascontiguousarray(behavior, dtype=np.float32), names, units
 
 
+def _toml_key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+
+
+def _behavior_hint(inv: dict, m: NWBMapping) -> str:
+    """The fix when processing/<behavior_module> holds no series: the [data.nwb] keys that read
+    the series of the other processing modules (the LFP's module and the latents left out)."""
+    from pynwb.base import TimeSeries
+    from pynwb.ecephys import ElectricalSeries
+
+    mods: dict[str, list] = {}
+    for p, o in inv.items():
+        parts = p.split("/")
+        if (parts[0] == "processing" and len(parts) > 2 and parts[1] != m.ecephys_module and p != m.latents
+                and isinstance(o, TimeSeries) and not isinstance(o, ElectricalSeries)):  # fmt: skip
+            mods.setdefault(parts[1], []).append((p, o))
+    if not mods:
+        return ("Set mapping.outputs (output name -> series, e.g. x = \"hand_position[0]\"), mapping.behavior "
+                "(series paths) or mapping.behavior_module.")  # fmt: skip
+    mod, series = next(iter(mods.items()))
+    own, short = [], []  # (output name, series spec): named after the series; x, y / vx, vy for positions / velocities
+    for p, ts in series:
+        unique = sum(q.rsplit("/", 1)[-1] == ts.name and isinstance(o, TimeSeries) for q, o in inv.items()) == 1
+        ref, names = (ts.name if unique else p), _names(p, ts)
+        low = ts.name.lower()
+        rank = 0 if "pos" in low else 1 if "vel" in low else 2
+        for j, n in enumerate(names):
+            spec = ref if len(names) == 1 else f"{ref}[{j}]"
+            own.append((n, spec))
+            short.append((rank, ("v" if rank else "") + "xyz"[j] if rank < 2 and 1 < len(names) <= 3 else n, spec))
+    short.sort(key=lambda r: r[0])  # positions, velocities, the rest
+    outputs = [(n, spec) for _, n, spec in short] if len({r[1] for r in short}) == len(short) else own
+    others = "".join(f' (or "{x}")' for x in list(mods)[1:])
+    table = "\n".join(f"    {_toml_key(n)} = {json.dumps(spec)}" for n, spec in outputs)
+    return (f"Series that look like behaviour are in processing/{mod}: to read them, set in the distill config's "
+            f"[data.nwb] table\n    behavior_module = \"{mod}\"{others}\n"
+            f"(outputs named after the series: {', '.join(n for n, _ in own)}), or name the outputs yourself:\n"
+            f"    [data.nwb.outputs]\n{table}")  # fmt: skip
+
+
 def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, lazy: bool = True) -> Session:
     """Read one session. With `lazy`, `session.lfp` stays on disk (a LazyArray)."""
     from pynwb import NWBHDF5IO
@@ -628,9 +666,7 @@ def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, laz
                 paths = [(p, None) for p, o in inv.items() if p.startswith(pre) and isinstance(o, TimeSeries)]
             if not paths:
                 _fail(path, f"no behaviour: nothing under processing/{m.behavior_module}, and mapping.outputs and "
-                      "mapping.behavior are empty", inv,
-                      "Set mapping.outputs (output name -> series, e.g. x = \"hand_position[0]\"), mapping.behavior "
-                      "(series paths) or mapping.behavior_module.")  # fmt: skip
+                      "mapping.behavior are empty", inv, _behavior_hint(inv, m))  # fmt: skip
             cols, names, units = [], [], []
             for p, nm in paths:
                 ts = inv.get(p)

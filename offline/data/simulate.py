@@ -43,8 +43,26 @@ from .session import Session
 BEHAVIOR_NAMES = ["x", "y", "vx", "vy", "grip"]
 
 
+class _BinGrid:
+    """The bins of a config with duration_s, bin_width (s) and lfp_rate (Hz) fields: SimConfig
+    here, FamilyConfig in offline.data.families."""
+
+    def _check_bin_grid(self) -> None:
+        spb = self.lfp_rate * self.bin_width
+        if abs(spb - round(spb)) > 1e-6 or round(spb) < 1:
+            raise ValueError(f"lfp_rate {self.lfp_rate} Hz x bin_width {self.bin_width} s must be a whole number of samples")
+
+    @property
+    def n_bins(self) -> int:
+        return int(round(self.duration_s / self.bin_width))
+
+    @property
+    def samples_per_bin(self) -> int:
+        return int(round(self.lfp_rate * self.bin_width))
+
+
 @dataclass(frozen=True)
-class SimConfig:
+class SimConfig(_BinGrid):
     # recording
     duration_s: float = 120.0
     bin_width: float = 0.01  # s
@@ -91,9 +109,7 @@ class SimConfig:
     block_s: float = 30.0  # LFP generated this many seconds at a time (memory bound)
 
     def __post_init__(self):
-        spb = self.lfp_rate * self.bin_width
-        if abs(spb - round(spb)) > 1e-6 or round(spb) < 1:
-            raise ValueError(f"lfp_rate {self.lfp_rate} Hz x bin_width {self.bin_width} s must be a whole number of samples")
+        self._check_bin_grid()
         if self.duration_s < 10 * self.bin_width or self.n_channels < 1 or self.n_latents < 2:
             raise ValueError(f"duration_s ({self.duration_s}), n_channels ({self.n_channels}) or n_latents ({self.n_latents}) too small")
         if not self.n_units_jitter < self.n_units <= self.unit_pool:
@@ -103,14 +119,6 @@ class SimConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.log_rate_clip[0] >= self.log_rate_clip[1]:
             raise ValueError(f"log_rate_clip must be (low, high), got {self.log_rate_clip}")
-
-    @property
-    def n_bins(self) -> int:
-        return int(round(self.duration_s / self.bin_width))
-
-    @property
-    def samples_per_bin(self) -> int:
-        return int(round(self.lfp_rate * self.bin_width))
 
 
 # ------------------------------------------------------------------------------------------
@@ -411,23 +419,30 @@ def write_dataset(cfg: SimConfig, n_sessions: int, seed: int, out_dir: str | Pat
     writes <out_dir>/simulation.json (config, files, timings)."""
     from .nwb import write_session
 
+    manifest = {"config": asdict(cfg), "n_sessions": n_sessions, "seed": seed}
+    return write_sessions(lambda i: simulate_session(cfg, i, seed), write_session, n_sessions, out_dir, manifest, log)
+
+
+def write_sessions(simulate, write, n_sessions: int, out_dir: str | Path, manifest: dict, log=print, tag: str = "") -> list[Path]:
+    """`write(simulate(i), <out_dir>/<session_id>.nwb)` (-> the path) for each session i, one
+    session in memory at a time; then <out_dir>/simulation.json: `manifest`, the files and the
+    timings. `tag` opens the parenthesis of each `log` line."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths, timings = [], []
     for i in range(n_sessions):
         t0 = time.perf_counter()
-        s = simulate_session(cfg, i, seed)
+        s = simulate(i)
         t1 = time.perf_counter()
-        p = out / f"{s.session_id}.nwb"
-        write_session(s, p)
+        p = write(s, out / f"{s.session_id}.nwb")
         t2 = time.perf_counter()
         timings.append({"session": s.session_id, "simulate_s": round(t1 - t0, 2), "write_s": round(t2 - t1, 2),
                         "n_units": int(s.spikes.shape[1])})  # fmt: skip
         if log:
-            log(f"[simulate] {p} ({s.n_bins} bins, {s.spikes.shape[1]} units, {s.lfp.shape[1]} ch @ {s.lfp_rate:g} Hz): "
+            log(f"[simulate] {p} ({tag}{s.n_bins} bins, {s.spikes.shape[1]} units, {s.lfp.shape[1]} ch @ {s.lfp_rate:g} Hz): "
                 f"simulated {t1 - t0:.1f} s, written {t2 - t1:.1f} s")  # fmt: skip
         paths.append(p)
         del s
-    (out / "simulation.json").write_text(json.dumps({"config": asdict(cfg), "n_sessions": n_sessions, "seed": seed,
-                                                     "files": [p.name for p in paths], "timings": timings}, indent=1))  # fmt: skip
+    (out / "simulation.json").write_text(json.dumps({**manifest, "files": [p.name for p in paths], "timings": timings},
+                                                    indent=1))  # fmt: skip
     return paths

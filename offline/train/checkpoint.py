@@ -8,7 +8,6 @@ function of (seed, stage, step), the resumed run computes the same numbers.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 

@@ -42,6 +42,7 @@ from .config import DistillRunConfig, load_config
 from .ddp import Dist, init_distributed, progress, run_stage
 from .decode import Ridge, fit_ridge, fit_ridge_alphas, fit_ridge_val, lagged_features
 from .distill import StudentObjective, fit_new_embedding, standardize_targets, student_latents, validator
+from ..analysis.stats import StatsConfig, block_stats, paired_summary, stats_markdown
 from .evaluate import choose_decoder, summarize, write_report
 from .teacher import TeacherObjective, teacher_latents
 from .windows import SessionData, split_time, split_validation
@@ -243,8 +244,11 @@ def _ridge_decoder(sess, lat, cfg, n_lags: int) -> tuple[Ridge, np.ndarray, np.n
 def _ridge_rows(model, split, sess, lat, cfg, n_lags: int | None = None) -> dict:
     """Ridge readout row: `n_lags` bins (default `lags(cfg)`, as every lagged baseline) of the
     session's per-bin latents `lat` (n_bins, D)."""
-    _, val_r2, r2 = _ridge_decoder(sess, lat, cfg, lags(cfg) if n_lags is None else n_lags)
-    return {"model": model, "split": split, "session": sess.session_id, "r2": r2.tolist(), "val_r2": val_r2.tolist()}
+    n_lags = lags(cfg) if n_lags is None else n_lags
+    r, val_r2, r2 = _ridge_decoder(sess, lat, cfg, n_lags)
+    te = _test_idx(sess)  # per-time-block statistics of the test block: the block bootstrap (offline.analysis.stats)
+    blocks = block_stats(sess.behavior[te], r.predict(lagged_features(lat, te, n_lags)))
+    return {"model": model, "split": split, "session": sess.session_id, "r2": r2.tolist(), "val_r2": val_r2.tolist(), "blocks": blocks}
 
 
 def _head_rows(model, split, sess, lat, head) -> dict:
@@ -253,7 +257,8 @@ def _head_rows(model, split, sess, lat, head) -> dict:
         pred = {k: sess.unz(head(torch.from_numpy(lat[idx])).numpy()) for k, idx in (("val", _val_idx(sess)), ("test", _test_idx(sess)))}
     return {"model": model, "split": split, "session": sess.session_id,
             "r2": r2_score(sess.behavior[_test_idx(sess)], pred["test"]).tolist(),
-            "val_r2": r2_score(sess.behavior[_val_idx(sess)], pred["val"]).tolist()}  # fmt: skip
+            "val_r2": r2_score(sess.behavior[_val_idx(sess)], pred["val"]).tolist(),
+            "blocks": block_stats(sess.behavior[_test_idx(sess)], pred["test"])}  # fmt: skip
 
 
 def _eval_bins(sess: SessionData, cfg) -> np.ndarray:
@@ -611,12 +616,16 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
     if dd.main:
         names = list(sessions[0].behavior_names)
         kin = [k for k, nm in enumerate(names) if nm in ("vx", "vy", "grip")]
-        summary = summarize(rows, COMPARISONS, subsets={"velocity and grip (" + ", ".join(names[k] for k in kin) + ")": kin} if kin else None,
-                            output_names=names)  # fmt: skip
+        subsets = {"velocity and grip (" + ", ".join(names[k] for k in kin) + ")": kin} if kin else None
+        summary = summarize(rows, COMPARISONS, subsets=subsets, output_names=names)
         tick("evaluate")
         choice = choose_decoder(rows, cfg.export.choose, {**CHOICES, "distilled": _distilled_row(cfg)}, n_train)
         summary["export_choice"] = choice
+        summary["paired"] = paired_summary(rows, COMPARISONS + [("best_lfp", "ridge_lfp")], subsets,
+                                           StatsConfig(seed=cfg.seed))  # CIs and n beside every p (offline.analysis.stats)
         report = write_report(summary, out / "report", LABELS)
+        with open(report["markdown"], "a") as fh:
+            fh.write(stats_markdown(summary["paired"], {**LABELS, "best_lfp": "best LFP decoder (by validation R²)"}))
         student, head, emb = _exported(cfg, data, models, choice["chosen"])
         s0 = sessions[cfg.export.session]
         prov = {
@@ -681,17 +690,18 @@ def demo_artifacts(config_path: str | Path, out_dir: str | Path):
 
 
 def main_distill(config_path: str, out: str | None, resume: bool) -> int:
-    """CLI entry (`rtdecode distill --config C [--out DIR] [--resume]`): 0 on success, 2 on a bad config."""
-    try:
-        cfg = load_config(config_path)
-    except ConfigError as e:
-        print(f"rtdecode distill: {e}", file=sys.stderr)
-        return 2
+    """CLI entry (`rtdecode distill --config C [--out DIR] [--resume]`, also under torchrun): 0 on
+    success, 2 on a bad config or data that does not fit it (one line, as rtdecode.cli prints)."""
+    from rtdecode.cli import error_message
+
+    from ..data.nwb import NWBMappingError
+    from ..data.session import SessionError
+
     out_dir = Path(out) if out else Path("runs") / Path(config_path).stem
     try:
-        path = run_distill(cfg, out_dir, resume=resume)
-    except ConfigError as e:
-        print(f"rtdecode distill: {e}", file=sys.stderr)
+        path = run_distill(load_config(config_path), out_dir, resume=resume)
+    except (ConfigError, NWBMappingError, SessionError) as e:
+        print(f"rtdecode distill: error: {error_message(e)}", file=sys.stderr)
         return 2
     if init_distributed().main:
         print((out_dir / "report" / "metrics.md").read_text())

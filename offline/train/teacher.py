@@ -11,7 +11,7 @@ from .windows import SessionData, gather, plan_batch, rank_slice, step_rng
 
 
 class TeacherObjective(nn.Module):
-    """Masked Poisson reconstruction on one session's windows per step."""
+    """Masked Poisson reconstruction (the teacher config's objective) on one session's windows per step."""
 
     def __init__(self, teacher: SpikeTeacher, sessions: list[SessionData], which: list[int], seq_bins: int,
                  batch: int, seed: int, stage: str = "teacher", part: str = "train", max_bins: int | None = None):  # fmt: skip
@@ -28,7 +28,7 @@ class TeacherObjective(nn.Module):
         mask = rng.random((self.batch, self.seq)) < self.teacher.cfg.mask_ratio
         mask[np.arange(self.batch), rng.integers(0, self.seq, self.batch)] = True  # at least one bin per window
         sl = rank_slice(self.batch, rank, world)
-        return self.teacher.masked_loss(torch.from_numpy(counts[sl]), self.session_map[b.session], torch.from_numpy(mask[sl]))
+        return self.teacher.loss(torch.from_numpy(counts[sl]), self.session_map[b.session], torch.from_numpy(mask[sl]))
 
 
 @torch.no_grad()

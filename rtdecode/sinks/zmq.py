@@ -17,7 +17,8 @@ Kinematics fields (schema version 1, docs/schema.md is the reference):
 - ``t_lsl`` float: LSL timestamp of the bin's last sample, clock-corrected to the
   publisher's `pylsl.local_clock()`.
 - ``t_pub`` float: `pylsl.local_clock()` when the message was handed to ZeroMQ.
-- ``lat_ms`` float: processing latency of this bin (chunk arrival to publish), in ms.
+- ``lat_ms`` float: processing latency of this bin (the pull that completed it had its first
+  sample in hand -> publish; the source's dejittering and gap checks included), in ms.
 - ``age_ms`` float: age of the bin at publication: ``t_pub - t_lsl`` in ms (the bin's last
   sample to publish, on one clock). The deadline and OVERRUN go by this one.
 - ``flags`` int: bitmask, table below.

@@ -71,3 +71,55 @@ def test_reports_are_written(short_run):
         assert word in md
     for png in ("latency_cdf.png", "latency_time.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_schedule_stamps_are_the_acquisition_times(short_run):
+    _, res = short_run
+    r = res["consumers"]["rtdecode"]
+    L = r["latency_ms"]
+    assert r["bins"]["first_sample_index_from"] == "raw stamp matched"
+    # on the schedule, up to the clock offset liblsl estimates on this host (tens of µs), and steady
+    se = L["stamp_error"]
+    assert abs(se["p50"]) < 0.2 and se["max"] - se["p50"] < 0.05, se
+    # transport in = the outlet's lateness (push after the sample was due) + LSL (push -> consumer has it)
+    assert L["outlet_late"]["p50"] >= 0 and L["lsl"]["p50"] > 0
+    assert L["outlet_late"]["p50"] <= L["transport_in"]["p50"] and L["lsl"]["p50"] <= L["transport_in"]["p50"]
+
+
+@pytest.fixture(scope="module")
+def arrival_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench_arrival")
+    cfg = BenchConfig(out=str(out), channels=96, rate=1000.0, chunk=10, bin_ms=10.0, window=10, model="linear",
+                      duration_s=3.0, warmup_s=0.5, lead_s=2.5, peers=("baseline",), stamping="arrival",
+                      transport="ipc", plots=False)  # fmt: skip
+    return out, run_bench(cfg)
+
+
+def test_arrival_stamps_measured_from_acquisition_and_bins_counted_exactly(arrival_run):
+    _, res = arrival_run
+    for name in ("rtdecode", "baseline"):
+        r = res["consumers"][name]
+        if "skipped" in r:
+            continue
+        b, L = r["bins"], r["latency_ms"]
+        assert r["returncode"] == 0, r.get("consumer_log_tail")
+        assert "matched" in b["first_sample_index_from"], (name, b)  # found among the stamps the outlet sent
+        assert b["received"] == b["expected_from_replay"] == b["consumer_published"], (name, b)
+        assert b["consumer_samples"] == r["replayed_samples"] - b["first_sample_index"], (name, b)
+        # push-time stamps come after acquisition (0-3 ms of jitter on top of the push): measured from
+        # acquisition, transport in is positive and the stamps' lateness shows as stamp error
+        assert L["transport_in"]["p50"] > 0 and L["outlet_late"]["p50"] >= 0, (name, L["transport_in"])
+        assert 0.3 < L["stamp_error"]["p50"] < 5.0, (name, L["stamp_error"])
+        assert r["split_residual_ms_max"] < 1e-3
+    assert res["config"]["transport"] == "ipc" and res["consumers"]["rtdecode"]["command"]
+
+
+@pytest.mark.parametrize("kw, needle", [({"run_options": ("spin_s 3",)}, "not a TOML line"),
+                                        ({"run_options": ('bundle = "x"',)}, "not a setting the bench leaves"),
+                                        ({"transport": "udp"}, "transport must be tcp or ipc")])
+def test_bench_options_are_checked_before_anything_runs(kw, needle):
+    from rtdecode.bench import BenchError
+
+    with pytest.raises(BenchError, match=needle):
+        BenchConfig(**kw)
+    BenchConfig(run_options=("spin_s = 0.0005", 'gc_mode = "python"'), transport="ipc")  # these are fine

@@ -5,6 +5,7 @@ Each test drives the runtime (tests/harness.py) from a scripted outlet in anothe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 from rtdecode.sinks.zmq import FLAG_FLAT_CHANNEL, FLAG_OVERRUN, FLAG_RECONNECTED, FLAG_REPAIRED, Subscriber
 from tests.conftest import start_outlet, unique_name
-from tests.harness import Harness, free_address
+from tests.harness import Harness, free_address, run_outlet
 from tests.helpers import make_bundle
 
 
@@ -42,30 +43,10 @@ class SlowEvery:
         return getattr(self.inner, name)
 
 
-def run_outlet(bundle, prefix: str, **outlet) -> tuple[Harness, dict, float]:
-    """The runtime on a scripted outlet from start to end; returns the harness, the summary
-    and the outlet's t0 (sample k is stamped t0 + k / 1000)."""
-    name = unique_name(prefix)
-    h = Harness(bundle, name).start()
-    out = start_outlet(name, channels=4, **outlet)
-    try:
-        h.collect(lambda h: out.proc.poll() is not None, timeout=20)
-    finally:
-        out.kill()
-        summary = h.stop()
-    return h, summary, out.t0
-
-
 @pytest.mark.parametrize("policy", ["all", "newest"])
 def test_slow_inference_is_counted_flagged_and_the_loop_recovers(bundle4, policy):
-    name = unique_name("slow")
-    h = Harness(bundle4, name, stall_policy=policy, backend_wrapper=lambda b: SlowEvery(b, every=40, ms=35.0)).start()
-    out = start_outlet(name, channels=4, duration=4.0)
-    try:
-        h.collect(lambda h: out.proc.poll() is not None, timeout=30)
-    finally:
-        out.kill()
-        summary = h.stop()
+    slow = {"stall_policy": policy, "backend_wrapper": lambda b: SlowEvery(b, every=40, ms=35.0)}
+    h, summary, _ = run_outlet(bundle4, "slow", wait_s=30, harness=slow, duration=4.0)
     seqs = [m["seq"] for m in h.msgs]
     assert seqs == list(range(len(seqs)))  # published bins stay gap-free in seq
     overrun = [m for m in h.msgs if m["flags"] & FLAG_OVERRUN]
@@ -93,7 +74,9 @@ def test_flat_channel_is_detected_flagged_and_published(bundle4):
 
 
 def test_healthy_channels_are_not_flagged_flat(bundle4):
-    h, summary, _ = run_outlet(bundle4, "noflat", duration=1.5)
+    # 4 s: opening a fresh stream takes ~1.2 s (more on a loaded machine), and the flat
+    # detector needs a good second of data after that to have anything to say
+    h, summary, _ = run_outlet(bundle4, "noflat", duration=4.0)
     assert summary["flat_channels"] == [] and h.msgs
     assert not any(m["flags"] & FLAG_FLAT_CHANNEL for m in h.msgs)
 
@@ -137,20 +120,30 @@ def test_stream_back_with_another_channel_count_is_refused_then_the_right_one_ta
     assert [m["seq"] for m in h.msgs] == list(range(len(h.msgs)))
 
 
-def _run_cli(bundle, name, address, summary_path):
-    return subprocess.Popen([sys.executable, "-m", "rtdecode.cli", "run", "--bundle", str(bundle.path), "--stream", name,
+@contextlib.contextmanager
+def cli_run(bundle, prefix: str, summary_path, topics):
+    """`rtdecode run` in a subprocess on a 30 s outlet, with a subscriber to `topics`; yields
+    (process, subscriber, address) and kills and closes all three on the way out."""
+    name = unique_name(prefix)
+    out = start_outlet(name, channels=4, duration=30.0)
+    address = free_address()
+    sub = Subscriber(address, topics=topics)
+    proc = subprocess.Popen([sys.executable, "-m", "rtdecode.cli", "run", "--bundle", str(bundle.path), "--stream", name,
                              "--address", address, "--backend", "onnxruntime", "--quiet", "--summary", str(summary_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        yield proc, sub, address
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+        out.kill()
+        sub.close()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_cleanly_with_summary_and_final_status(bundle4, tmp_path, sig):
-    name = unique_name("sig")
-    out = start_outlet(name, channels=4, duration=30.0)
-    address = free_address()
-    sub = Subscriber(address, topics=("kinematics", "status"))
-    proc = _run_cli(bundle4, name, address, tmp_path / "summary.json")
-    try:
+    with cli_run(bundle4, "sig", tmp_path / "summary.json", ("kinematics", "status")) as (proc, sub, address):
         got, final = 0, None
         t_end = time.monotonic() + 30
         while got < 50 and time.monotonic() < t_end:
@@ -162,12 +155,6 @@ def test_signal_stops_cleanly_with_summary_and_final_status(bundle4, tmp_path, s
         while (m := sub.recv(timeout_ms=500)) is not None:
             if m[0] == "status" and m[1].get("final"):
                 final = m[1]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
-        out.kill()
-        sub.close()
     assert rc == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert final is not None and final["published"] == summary["published"] >= 50
@@ -185,24 +172,13 @@ def test_signal_stops_cleanly_with_summary_and_final_status(bundle4, tmp_path, s
 
 
 def test_second_signal_exits_at_once(bundle4, tmp_path):
-    name = unique_name("sig2")
-    out = start_outlet(name, channels=4, duration=30.0)
-    address = free_address()
-    sub = Subscriber(address, topics=("kinematics",))
-    proc = _run_cli(bundle4, name, address, tmp_path / "summary.json")
-    try:
+    with cli_run(bundle4, "sig2", tmp_path / "summary.json", ("kinematics",)) as (proc, sub, _):
         assert sub.recv(timeout_ms=20_000) is not None, "runtime did not start"
         # two different signals: CPython coalesces a repeated one that is still pending
         proc.send_signal(signal.SIGINT)
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=10)
         err = proc.stderr.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
-        out.kill()
-        sub.close()
     assert rc == 128 + signal.SIGTERM, err
     assert "second signal" in err and not (tmp_path / "summary.json").exists()
 

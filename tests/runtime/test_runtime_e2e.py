@@ -240,7 +240,7 @@ def test_status_line_is_written_off_the_real_time_thread(bundle_nohp, monkeypatc
     monkeypatch.setattr(sys, "stderr", slow)
     name = unique_name("st")
     h = Harness(bundle_nohp, name, quiet=False).start()  # status every 0.2 s, each line blocks 0.8 s
-    out = start_outlet(name, channels=4, duration=3.0)
+    out = start_outlet(name, channels=4, duration=4.0)  # opening the stream takes 1.2-2 s of it on a loaded machine
     try:
         h.collect(lambda h: out.proc.poll() is not None, timeout=30)
     finally:
@@ -250,3 +250,34 @@ def test_status_line_is_written_off_the_real_time_thread(bundle_nohp, monkeypatc
     assert len(h.msgs) > 150 and len(h.status) >= 5
     # the bins kept flowing while the terminal was stuck: no bin waited anywhere near one blocked write
     assert max(m["lat_ms"] for m in h.msgs) < 0.5 * slow.block_s * 1e3, summary["lat_ms"]
+
+
+@pytest.mark.parametrize("opts", [{"gc_mode": "tick", "spin_s": 0.0005, "rt_priority": 1}, {"gc_mode": "python"}])
+def test_loop_scheduling_options_keep_every_bin_and_restore_the_process(bundle_nohp, opts):
+    """gc_mode tick: no automatic collection while the loop runs, exactly one per status tick,
+    and the collector as it was afterwards; spin_s and rt_priority change when, never what, is decoded."""
+    import gc
+    import os
+
+    name = unique_name("sched")
+    h = Harness(bundle_nohp, name, **opts).start()
+    out = start_outlet(name, channels=4, duration=4.0)
+    try:
+        h.collect(lambda h: out.proc.poll() is not None, timeout=30)
+    finally:
+        out.kill()
+        summary = h.stop()
+    assert len(h.msgs) > 150 and [m["seq"] for m in h.msgs] == list(range(len(h.msgs)))
+    assert summary["gaps"] == 0 and summary["filled_samples"] == 0
+    g = summary["gc"]
+    assert g["mode"] == opts["gc_mode"]
+    if opts["gc_mode"] == "tick":
+        assert summary["status_ticks"] > 5 and g["collections"] == summary["status_ticks"], (g, summary["status_ticks"])
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # the process's collector as before the run
+    rt = summary["rt_priority"]
+    if opts.get("rt_priority"):
+        assert rt.startswith(("SCHED_FIFO", "not applied")), rt
+    else:
+        assert rt == "off"
+    tasks = [int(t) for t in os.listdir("/proc/self/task")]
+    assert all(os.sched_getscheduler(t) != os.SCHED_FIFO for t in tasks if os.path.exists(f"/proc/self/task/{t}"))

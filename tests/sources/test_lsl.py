@@ -93,13 +93,15 @@ def test_missing_stream_lists_visible_streams(lsl_outlet):
     assert missing in msg and o.name in msg and "--stream" in msg
 
 
-@pytest.mark.parametrize("max_chunk", [1024, 7])
-def test_pulls_every_sample_once_in_order(lsl_outlet, max_chunk):
+@pytest.mark.parametrize("max_chunk, spin_s", [(1024, 0.0), (7, 0.0), (1024, 0.0005)])
+def test_pulls_every_sample_once_in_order(lsl_outlet, max_chunk, spin_s):
     o = lsl_outlet(unique_name("Order"), channels=CH, chunk=10)
-    with source(o.name, max_chunk=max_chunk) as src:
+    with source(o.name, max_chunk=max_chunk, spin_s=spin_s) as src:
         idx, ts, pulls = collect(src, lambda i: i[-1] >= 1200)
         ev = src.events
     assert np.all(np.diff(idx) == 1), "samples lost, duplicated or reordered"
+    # the stream's own stamp of the first sample (no offset, no dejitter): the outlet's, to 0.5 µs (READY's rounding)
+    assert abs(src.first_raw_ts - (o.t0 + idx[0] / RATE)) < 1e-6
     assert np.all(np.diff(ts) > 0)
     # the outlet stamps sample k at t0 + k / rate on this host: corrected stamps must agree
     np.testing.assert_allclose(ts - (o.t0 + idx / RATE), 0.0, atol=2e-3)
@@ -110,6 +112,11 @@ def test_pulls_every_sample_once_in_order(lsl_outlet, max_chunk):
     assert np.median(sizes) <= 20, f"pulls of {np.median(sizes)} samples: waiting for more than what is there"
     lat = np.array([p[5] for p in pulls[5:]])
     assert np.median(lat) < 0.02, f"pull latency p50 {np.median(lat) * 1e3:.2f} ms"
+
+
+def test_spin_needs_a_nonnegative_time():
+    with pytest.raises(ValueError, match="spin_s"):
+        source("x", spin_s=-1.0)
 
 
 def test_converts_int16_stream(lsl_outlet):
@@ -255,8 +262,11 @@ def test_real_loss_under_jitter_is_counted_exactly(lsl_outlet, seed):
     n, first, gap, at, _, _ = flagged[0]
     assert gap == 37 and ev.samples_lost_est == 37 and first + at == 4537
     # the dejittered clock runs on across the loss: 38 periods between the samples around it
+    # (to 5 % of a period: the published clock slews toward the fit by at most _SLEW per
+    # sample, and under 0-3 ms jitter the fit moves by some µs across the loss; one sample
+    # more or less would be a whole period)
     j = int(np.flatnonzero(idx == 4537)[0])
-    assert abs((ts[j] - ts[j - 1]) * RATE - 38) < 1e-2
+    assert abs((ts[j] - ts[j - 1]) * RATE - 38) < 5e-2
     assert ev.clock_resets == 0
 
 

@@ -114,3 +114,38 @@ def test_simulate_cli_takes_a_family(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["simulate", "--family", "nope", "--out", str(tmp_path / "x")])
     assert e.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_distill_on_hga_files_says_which_data_nwb_keys_read_them(tmp_path, capsys):
+    """`rtdecode distill` (and the torchrun entry) on real hga NWB files with the default
+    mapping: exit 2, one message without a traceback that names the problem and the
+    [data.nwb] keys that fix it; each fix it prints, pasted into the config, reads the files."""
+    import re
+
+    from offline.train.config import load_config
+    from offline.train.pipeline import main_distill
+    from rtdecode.cli import main
+
+    cfg = FamilyConfig(duration_s=12.0, n_channels=8, n_units=20, unit_pool=40)
+    paths = write_family("hga", 2, 0, tmp_path / "hga", cfg, log=None)
+    head = f'[data]\nsource = "nwb"\nnwb_paths = [{", ".join(repr(str(p)) for p in paths)}]\n'
+    (tmp_path / "plain.toml").write_text(head)
+    assert main(["distill", "--config", str(tmp_path / "plain.toml"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rtdecode distill: error: ") and "Traceback" not in err
+    assert "no behaviour: nothing under processing/behavior" in err and "processing/task/Position/position" in err
+    assert '[data.nwb] table\n    behavior_module = "task"\n' in err and "    [data.nwb.outputs]\n" in err
+    assert main_distill(str(tmp_path / "plain.toml"), str(tmp_path / "run"), False) == 2  # torchrun's path: the same line
+    assert capsys.readouterr().err.startswith("rtdecode distill: error: ")
+
+    module_fix = re.search(r"\n    (behavior_module = .*)\n", err).group(1)
+    outputs_fix = re.search(r"\n    \[data\.nwb\.outputs\]\n((?:    .*\n)+)", err).group(1).replace("    ", "")
+    ref = family("hga").simulate(cfg, 0, 0)
+    for fix, names in ((f"[data.nwb]\n{module_fix}\n", ["grip", "velocity_x", "velocity_y", "position_x", "position_y"]),
+                       (f"[data.nwb.outputs]\n{outputs_fix}", ["x", "y", "vx", "vy", "grip"])):  # fmt: skip
+        (tmp_path / "fixed.toml").write_text(head + fix)
+        s = load_config(tmp_path / "fixed.toml").data.load_nwb()[0]
+        assert list(s.behavior_names) == names, fix
+        order = {"position_x": "x", "position_y": "y", "velocity_x": "vx", "velocity_y": "vy"}
+        cols = [[order.get(n, n) for n in names].index(k) for k in ("x", "y", "vx", "vy", "grip")]
+        np.testing.assert_allclose(s.behavior[:, cols], ref.behavior, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,63 @@
+"""The `rtdecode run` settings: a TOML file's [run] table, then the flags given, as a RunConfig.
+
+    cfg = load_run_config("configs/run.toml", {"stream": "LFP", "threads": None}, {"stream": "--stream"})
+
+A file's values pass the same checks as the flags that set them (`rtdecode.checks`), and
+every error names the file or the flag and what to do (ConfigError).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Mapping
+
+from .checks import nonneg_float, nonneg_int, positive_float, positive_int, zmq_address
+from .config import ConfigError, from_dict, load_toml
+
+# the checks of the numeric flags, applied to a --config file's values as well
+RUN_CHECKS = {
+    "threads": positive_int, "deadline_ms": positive_float, "status_interval_s": positive_float,
+    "max_chunk": positive_int, "pull_timeout_s": positive_float, "stall_timeout_s": positive_float,
+    "resolve_timeout_s": positive_float, "max_fill_s": nonneg_float, "duration_s": positive_float,
+    "address": zmq_address, "spin_s": nonneg_float, "rt_priority": nonneg_int,
+}  # fmt: skip
+
+
+def load_run_config(config: str | None = None, overrides: Mapping | None = None, flags: Mapping | None = None):
+    """The RunConfig of TOML file `config` ([run] table, or the whole file), with `overrides`
+    (RunConfig field -> value; None and other keys are passed over, so `vars(args)` will do)
+    on top. `flags` (field -> flag) names the flag in messages."""
+    from .runtime import RunConfig
+
+    base: dict = {}
+    where = "rtdecode run"
+    if config:
+        tables = load_toml(config)
+        base = dict(tables.get("run", tables))
+        where = f"{config} [run]"
+    flags = flags or {}
+    overrides = overrides or {}
+    for key, check in RUN_CHECKS.items():  # a config file's values pass the flags' checks
+        if base.get(key) is not None and not isinstance(base[key], bool):
+            try:
+                check(base[key])
+            except argparse.ArgumentTypeError as e:
+                raise ConfigError(f"{where}: {key} {e} (flag {flags.get(key, key)})") from None
+    for f in dataclasses.fields(RunConfig):
+        v = overrides.get(f.name)
+        if v is not None:
+            base[f.name] = v
+    cfg = from_dict(RunConfig, base, where=where)
+    if not cfg.bundle:
+        raise ConfigError("no bundle given: pass --bundle DIR (a folder written by `rtdecode distill`)")
+    if not cfg.stream.strip():
+        raise ConfigError("--stream is empty: pass the LSL stream's name or type (`rtdecode streams` lists them)")
+    for key in ("stream", "source_id"):
+        v = getattr(cfg, key) or ""
+        if "'" in v and '"' in v:
+            raise ConfigError(f"{flags.get(key, key)} {v!r} holds both quote characters; LSL queries cannot match it")
+    if cfg.summary_path and not Path(cfg.summary_path).resolve().parent.is_dir():
+        raise ConfigError(f"--summary {cfg.summary_path}: folder {Path(cfg.summary_path).resolve().parent} does not exist")
+    return cfg
