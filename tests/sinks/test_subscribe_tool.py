@@ -16,23 +16,30 @@ from rtdecode.sinks.zmq import ZmqPublisher
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("suffix", [".npz", ".csv"])
-def test_records_count_messages(tmp_path, suffix):
-    out = tmp_path / f"rec{suffix}"
+def _publish_to(args: list[str], hello: bool = False, wait_s: float = 20.0) -> str:
+    """Run tools/subscribe.py ARGS against a real publisher that sends a kinematics message
+    every 5 ms (value 0 = its seq) until the tool exits; returns the tool's stderr."""
     with ZmqPublisher("tcp://127.0.0.1:*") as pub:
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tools" / "subscribe.py"), "--address", pub.endpoint, "--count", "20",
-             "--out", str(out), "--quiet", "--timeout", "20"],
+            [sys.executable, str(ROOT / "tools" / "subscribe.py"), "--address", pub.endpoint, *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        pub.publish_hello({"names": ["vx", "vy"], "units": ["m/s", "m/s"]})
-        seq, t_end = 0, time.monotonic() + 20
+        if hello:
+            pub.publish_hello({"names": ["vx", "vy"], "units": ["m/s", "m/s"]})
+        seq, t_end = 0, time.monotonic() + wait_s
         while proc.poll() is None and time.monotonic() < t_end:
             pub.publish_kinematics(seq, 5.0, 5.1, 0.2, np.array([seq, 0.5], np.float32), 0)
             seq += 1
             time.sleep(0.005)
         _, err = proc.communicate(timeout=5)
     assert proc.returncode == 0, err
+    return err
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".csv"])
+def test_records_count_messages(tmp_path, suffix):
+    out = tmp_path / f"rec{suffix}"
+    err = _publish_to(["--count", "20", "--out", str(out), "--quiet", "--timeout", "20"], hello=True)
     assert "received 20 kinematics, missed 0" in err
     if suffix == ".npz":
         with np.load(out) as z:
@@ -49,19 +56,8 @@ def test_records_count_messages(tmp_path, suffix):
 def test_latest_mode_takes_only_the_newest_bins(tmp_path):
     """--latest with a 50 ms 'task': the tool skips the bins that queued up meanwhile."""
     out = tmp_path / "rec.npz"
-    with ZmqPublisher("tcp://127.0.0.1:*") as pub:
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tools" / "subscribe.py"), "--address", pub.endpoint, "--count", "10",
-             "--latest", "--period", "0.05", "--out", str(out), "--quiet", "--timeout", "20"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        seq, t_end = 0, time.monotonic() + 30
-        while proc.poll() is None and time.monotonic() < t_end:
-            pub.publish_kinematics(seq, 5.0, 5.1, 0.2, np.array([seq, 0.5], np.float32), 0)
-            seq += 1
-            time.sleep(0.005)
-        _, err = proc.communicate(timeout=5)
-    assert proc.returncode == 0, err
+    err = _publish_to(["--count", "10", "--latest", "--period", "0.05", "--out", str(out), "--quiet", "--timeout", "20"],
+                      wait_s=30.0)
     assert "received 10 kinematics" in err and "skipped" in err
     with np.load(out) as z:
         steps = np.diff(z["seq"])
