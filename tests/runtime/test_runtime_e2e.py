@@ -175,7 +175,9 @@ def test_a_real_loss_of_37_samples_is_filled_with_exactly_37(bundle_nohp):
     gap = [m for m in h.msgs if m["flags"] & FLAG_GAP]
     assert 1 <= len(gap) <= 6  # the bins holding or following the 37 missing samples
     t = np.array([m["t_lsl"] for m in h.msgs])
-    np.testing.assert_allclose(np.diff(t), 0.01, atol=1e-5)  # the cadence is kept across the loss
+    # the cadence is kept across the loss: to 2 % of a sample period (the clock slews toward the
+    # fit after the loss, by up to ~11 µs per bin seen in CI); one sample more or less is 1 ms
+    np.testing.assert_allclose(np.diff(t), 0.01, atol=2e-5)
     assert [m["seq"] for m in h.msgs] == list(range(len(h.msgs)))
 
 
