@@ -103,14 +103,18 @@ def soak(minutes: float, fault_every: float, out: Path, channels: int = 96, seed
     drops: list[tuple[float, int]] = []  # (local_clock of the fault, samples really dropped)
     restarts = 0
 
+    fault_log: list[tuple[float, str]] = []  # (local_clock, kind): to tell what preceded each gap
+
     def fault(line: str) -> None:
         parts = line.split()
         faults.append(parts[2])
+        fault_log.append((float(parts[1]), parts[2]))
         for p in parts[3:]:
             if p.startswith("dropped="):
                 drops.append((float(parts[1]), int(p.split("=", 1)[1])))
 
     seqs: list[int] = []
+    gap_pub: list[tuple[int, float]] = []  # (seq, t_pub) of every GAP bin
     t_lsl: list[float] = []
     flags: list[int] = []
     rss: list[tuple[float, float]] = []
@@ -123,6 +127,8 @@ def soak(minutes: float, fault_every: float, out: Path, channels: int = 96, seed
             m = sub.recv(timeout_ms=100)
             if m is not None and m[0] == "kinematics":
                 seqs.append(m[1]["seq"])
+                if m[1]["flags"] & FLAG_GAP:
+                    gap_pub.append((m[1]["seq"], m[1]["t_pub"]))
                 t_lsl.append(m[1]["t_lsl"])
                 flags.append(m[1]["flags"])
             for line in iter(outlet.stdout.readline, ""):
@@ -156,6 +162,8 @@ def soak(minutes: float, fault_every: float, out: Path, channels: int = 96, seed
         while (m := sub.recv(timeout_ms=300)) is not None:
             if m[0] == "kinematics":
                 seqs.append(m[1]["seq"])
+                if m[1]["flags"] & FLAG_GAP:
+                    gap_pub.append((m[1]["seq"], m[1]["t_pub"]))
                 t_lsl.append(m[1]["t_lsl"])
                 flags.append(m[1]["flags"])
         outlet.kill()
@@ -178,6 +186,20 @@ def soak(minutes: float, fault_every: float, out: Path, channels: int = 96, seed
     maybe = [d for t, d in drops if t_first < t and t + d / 1000.0 + 0.5 >= t_stop and t + d / 1000.0 < t_stop]
     dropped = int(sum(seen))
     filled = int(summary.get("filled_samples", 0) or 0)
+    # every run of GAP bins, with the fault printed last before its first bin was published: a
+    # run after anything but a `gap` (or an outlet death: a long loss restarts the window) is a
+    # gap nothing dropped
+    runs, prev = [], None
+    for q, tp in gap_pub:
+        if prev is None or q != prev + 1:
+            runs.append(tp)
+        prev = q
+    gap_runs = []
+    for tp in runs:
+        before = [f for f in fault_log if f[0] < tp]
+        kind, dt = (before[-1][1], round(tp - before[-1][0], 3)) if before else ("none", None)
+        gap_runs.append({"t_pub": round(tp, 3), "fault_before": kind, "seconds_after_it": dt,
+                         "faults_before": [f[1] for f in before[-3:]]})
     result = {
         "minutes": minutes,
         "channels": channels,
@@ -203,6 +225,8 @@ def soak(minutes: float, fault_every: float, out: Path, channels: int = 96, seed
         "bins_duplicated": int((dseq < 1).sum()) if len(s) > 1 else 0,
         "rss_mb_after_warmup": warm[0] if warm else None,
         "rss_mb_end": rss[-1][1] if rss else None,
+        "gap_runs_after_other_faults": [g for g in gap_runs if g["fault_before"] not in ("gap", "die")],
+        "gap_runs": gap_runs,
         "runtime_summary": summary,
     }
     (out / "soak.json").write_text(json.dumps(result, indent=1))
@@ -222,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     r = soak(a.minutes, a.fault_every, Path(a.out), a.channels, a.seed, a.bundle, a.stamping)
     for k, v in r.items():
-        if k != "runtime_summary":
+        if k not in ("runtime_summary", "gap_runs"):
             print(f"{k}: {v}")
     ok = r["crashed"] is None and r["runtime_exit_code"] == 0 and r["seq_lost"] == 0 and r["seq_duplicated_or_backwards"] == 0 \
         and r["cadence_breaks_unexplained"] == 0 and r["invented_samples"] == 0 and r["unfilled_samples"] == 0

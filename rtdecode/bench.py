@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import os
 import select
 import shutil
@@ -54,7 +53,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

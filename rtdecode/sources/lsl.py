@@ -97,6 +97,8 @@ PULL_BACKSTEP = 128  # == FLAG_TIME_JITTER; no longer set: jitter is absorbed by
 _SLEW = 5e-4  # the published clock follows the fit at most this fast (s per s)
 _MAX_DRIFT = 1e-3  # the fitted period stays within this of the nominal one
 _SETTLE_SIGMA = 0.05  # fit RMS residual (in periods) above which a gap's size is settled on later chunks
+_ENV = 256  # pulls in the lower envelope of the stamps (gap sizing): ~2.5 s of 10-sample chunks
+_ENV_MIN = 8  # pulls in the envelope before it sizes gaps (fewer: the mean of the residuals does)
 
 _FORMAT_NAMES = {
     pylsl.cf_float32: "float32",
@@ -109,7 +111,6 @@ _FORMAT_NAMES = {
 }
 _NUMPY_DTYPES = {"float32": np.float32, "double64": np.float64, "int32": np.int32, "int16": np.int16}
 
-_REMEDY = "pick another stream with --stream or retrain"
 _SETTLE_S = 0.5  # after the first answer, listen this long for other matching streams
 _MAX_STREAMS = 1024  # pylsl's result buffer: "wait for this many" means "wait the whole time"
 _FORGET_AFTER_S = 2.0  # the background resolver drops a vanished stream after this long
@@ -266,7 +267,12 @@ class LSLSource:
         self._res = np.zeros(self.max_chunk, dtype=np.float64)  # residuals against the fit
         self._u = np.zeros(self.max_chunk, dtype=np.float64)  # sample counts relative to the fit's reference
         self._ramp = np.arange(self.max_chunk, dtype=np.float64)  # 0, 1, 2, ...
-        self._rmin = np.zeros(64, dtype=np.float64)  # lowest residual of each of the last 64 pulls
+        # the stamps' lower envelope, for sizing gaps: the segment count and raw stamp of the
+        # lowest residual of each of the last _ENV pulls (re-evaluated against the line of the
+        # moment at each gap: residuals stored as numbers go stale as the fit moves)
+        self._env_k = np.zeros(_ENV, dtype=np.float64)
+        self._env_t = np.zeros(_ENV, dtype=np.float64)
+        self._env_r = np.zeros(_ENV, dtype=np.float64)
         self._fit_reset()
         # residual mean square (weight, weighted sum), kept across segments: the stream's jitter
         # does not change with a clock reset. Prior: tolerance / 6 for 1 s, so the first gaps
@@ -680,7 +686,7 @@ class LSLSource:
         self._fk = self._ft = 0.0  # the fit's reference: sample count and raw stamp
         self._S0 = self._Su = self._Suu = self._Sv = self._Suv = 0.0  # weighted sums about it
         self._ok = self._ot = math.nan  # sample count and published stamp of the last sample out
-        self._rmin_n = 0  # pulls in the _rmin ring
+        self._env_n = 0  # pulls in the envelope ring
 
     def _line(self) -> tuple[float, float]:
         """(a, b): the fitted raw stamp at the reference is ft + a, b seconds per sample."""
@@ -784,8 +790,7 @@ class LSLSource:
             if r.max() > tol or lo < -tol:
                 n = self._slow(n, tol)
             else:
-                self._rmin[self._rmin_n % 64] = lo  # the stamps' lower envelope, for sizing gaps
-                self._rmin_n += 1
+                self._env_add(int(r.argmin()), k)
                 w = self._lam_sig**n
                 self._sig_w = w * self._sig_w + n
                 self._sig_s = w * self._sig_s + float(np.dot(r, r))
@@ -822,7 +827,9 @@ class LSLSource:
             self._emit(0, n, k)
             self._k = k + n
             return n
-        if j < g:  # clock reset at sample j: a new segment from there
+        if j < n:  # clock reset at sample j: a new segment from there. A late chunk before it in
+            # the same pull (g < j) is absorbed by the old segment: a gap cannot be settled on
+            # chunks that are on another clock, and settling would mix them into the old fit
             self._fit_add(0, j, k)
             self._emit(0, j, k)
             a, b = self._line()
@@ -842,8 +849,7 @@ class LSLSource:
             return n
         # a deficit from sample g on: how many periods? settle on the chunks that follow
         if g > 0:
-            self._rmin[self._rmin_n % 64] = float(r[:g].min())
-            self._rmin_n += 1
+            self._env_add(int(r[:g].argmin()), k)
         self._fit_add(0, g, k)
         T = self._period
         sig = self._sigma()
@@ -858,12 +864,14 @@ class LSLSource:
         vals = sorted(float(r[i - g]) for i in starts)
         if later and later[len(later) // 2] < 0.5 * tol:  # most chunks after the first back on the line
             lost = 0
-        elif settled and self._rmin_n >= 8:
+        elif settled and self._env_n >= _ENV_MIN:
             # a push is never early: stamps are the true time plus a delay >= 0, so compare the
-            # lower envelopes (lowest residual) after and before the gap; late pushes, and a
-            # pusher catching up, only raise residuals and cannot inflate the count
-            pre = float(self._rmin[: min(self._rmin_n, 64)].min())
+            # lower envelopes (lowest residual) after and before the gap, both against the line
+            # of now; late pushes, and a pusher catching up, only raise residuals and cannot
+            # inflate the count
+            pre = self._envelope(a, b, len(vals))
             lost = int(round((vals[0] - pre) / b))
+            self._gap_why = (pre / b, vals[0] / b, len(vals), self._env_n, sig / T)
         else:
             med = vals[len(vals) // 2]
             keep = [v for v in vals if abs(v - med) <= max(4.0 * sig, T)]
@@ -883,6 +891,35 @@ class LSLSource:
         self._emit(g, n, k2)
         self._k = k2 + (n - g)
         return n
+
+    def _env_add(self, i: int, k: float) -> None:
+        """Keep sample i of this pull (segment count k + i) as the pull's lowest stamp."""
+        j = self._env_n % _ENV
+        self._env_k[j] = k + i
+        self._env_t[j] = self._raw[1 + i]
+        self._env_n += 1
+
+    def _envelope(self, a: float, b: float, m_after: int) -> float:
+        """The lower envelope of the residuals before a gap, against the line (a, b) of now, as a
+        minimum over m_after chunks would see it: the median of the minima of consecutive
+        blocks of m_after pulls (the minimum of all the pulls when there are fewer than 2
+        blocks). The gap's size compares it with the minimum over the m_after chunks after the
+        gap, so both are minima over as many chunks: a minimum over more is lower (by ~0.1
+        sample for 256 against 30 chunks of 0-3 ms jitter), which would bias sizes up; the
+        median, not the mean, so that a stretch of late pushes (a loaded machine) in less than
+        half the window does not bias them down. Slow path (a gap): allocates."""
+        m = min(self._env_n, _ENV)
+        r = self._env_r[:m]
+        np.subtract(self._env_k[:m], self._fk, out=r)
+        r *= b
+        r += self._ft + a
+        np.subtract(self._env_t[:m], r, out=r)
+        q = m // max(1, m_after)
+        if m_after <= 1 or q < 2:
+            return float(r.min())
+        if self._env_n > _ENV:  # the ring has wrapped: oldest first
+            r = np.roll(r, -(self._env_n % _ENV))
+        return float(np.median(r[m - q * m_after :].reshape(q, m_after).min(axis=1)))
 
     def _settle(self, n: int, g: int, sig: float) -> int:
         """Keep pulling after a suspected gap at sample g until the chunks after it pin its
