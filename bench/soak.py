@@ -197,8 +197,8 @@ def soak(minutes: float, fault_every: float, out: Path, channels: int = 96, seed
     gap_runs = []
     for tp in runs:
         before = [f for f in fault_log if f[0] < tp]
-        kind, dt = (before[-1][1], round(tp - before[-1][0], 3)) if before else ("none", None)
-        gap_runs.append({"t_pub": round(tp, 3), "fault_before": kind, "seconds_after_it": dt,
+        kind, after = (before[-1][1], round(tp - before[-1][0], 3)) if before else ("none", None)
+        gap_runs.append({"t_pub": round(tp, 3), "fault_before": kind, "seconds_after_it": after,
                          "faults_before": [f[1] for f in before[-3:]]})
     result = {
         "minutes": minutes,
@@ -230,6 +230,7 @@ def soak(minutes: float, fault_every: float, out: Path, channels: int = 96, seed
         "runtime_summary": summary,
     }
     (out / "soak.json").write_text(json.dumps(result, indent=1))
+    np.savez_compressed(out / "bins.npz", seq=s, t_lsl=np.asarray(t_lsl), flags=np.asarray(flags, dtype=np.int64))
     return result
 
 
