@@ -54,6 +54,15 @@ def jitter(rng, n, lo=0.0, hi=3e-3):
     return list(rng.uniform(lo, hi, n))
 
 
+def settled(seed: int) -> tuple[LSLSource, Pusher, np.random.Generator]:
+    """A source that has seen 3 s of chunks pushed 0-3 ms late."""
+    rng = np.random.default_rng(seed)
+    src, p = LSLSource("clock-test", n_channels=1, sampling_rate=RATE), Pusher()
+    for d in jitter(rng, 300):
+        feed(src, p.chunk(d))
+    return src, p, rng
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_a_loss_in_a_young_segment_is_sized_on_the_line_of_now(seed):
     # the first pushes come late (the fit starts ~3 ms high and comes down as the on-time
@@ -87,11 +96,7 @@ def test_losses_beyond_the_tolerance_are_sized_exactly(lost):
 
 
 def test_a_late_chunk_with_nothing_missing_is_not_a_gap():
-    rng = np.random.default_rng(9)
-    src = LSLSource("clock-test", n_channels=1, sampling_rate=RATE)
-    p = Pusher()
-    for d in jitter(rng, 300):
-        feed(src, p.chunk(d))
+    src, p, rng = settled(9)
     feed(src, np.concatenate([p.chunk(20e-3)] + [p.chunk(d) for d in jitter(rng, 30)]))  # one push 20 ms late
     assert src.events.gaps == 0 and src.events.samples_lost_est == 0
     assert src._k == 331 * CHUNK
@@ -100,11 +105,7 @@ def test_a_late_chunk_with_nothing_missing_is_not_a_gap():
 def test_a_late_chunk_then_a_clock_reset_in_one_pull_starts_a_new_segment_cleanly():
     # a loaded machine: one chunk 8 ms late, then the stream's clock jumps back 5 s, and both
     # arrive in one pull; the reset must not be mixed into the old segment's fit
-    rng = np.random.default_rng(4)
-    src = LSLSource("clock-test", n_channels=1, sampling_rate=RATE)
-    p = Pusher()
-    for d in jitter(rng, 300):
-        feed(src, p.chunk(d))
+    src, p, rng = settled(4)
     late = p.chunk(8e-3)
     p.t0 -= 5.0
     feed(src, np.concatenate([late] + [p.chunk(d) for d in jitter(rng, 3)]))
