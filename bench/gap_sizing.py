@@ -62,7 +62,7 @@ while time.monotonic() < t_end:
     if n == 0 and not src.connected:
         src.poll_reconnect()
     if src.last_flags & PULL_GAP and not src.last_flags & PULL_RECONNECTED:
-        why = getattr(src, "_gap_why", ())
+        why = src._gap_why
         src._gap_why = ()
         est.append((pylsl.local_clock(), src.last_gap_samples, int(src._k), src._env_n, why[1] - why[0] if why else float("nan")))
 p.kill()

@@ -273,6 +273,9 @@ class LSLSource:
         self._env_k = np.zeros(_ENV, dtype=np.float64)
         self._env_t = np.zeros(_ENV, dtype=np.float64)
         self._env_r = np.zeros(_ENV, dtype=np.float64)
+        # the last envelope-sized gap, for diagnostics (bench/gap_sizing.py): (envelope before,
+        # lowest deficit after, both in periods; chunks after; envelope pulls; RMS residual in periods)
+        self._gap_why: tuple = ()
         self._fit_reset()
         # residual mean square (weight, weighted sum), kept across segments: the stream's jitter
         # does not change with a clock reset. Prior: tolerance / 6 for 1 s, so the first gaps
