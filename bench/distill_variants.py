@@ -19,6 +19,10 @@ Variants (steps: D = the run's [distill] steps, S = its [supervised] steps, same
   bidir_ft           a bidirectional teacher (the run's teacher settings, causal = false),
                      distillation D steps, then S
 
+  objectives         the 2 x 2 of pre-training objectives, D steps each from the same initialisation and
+                     batches, decoded from frozen latents: alignment or not (distilled / LFP-only) x
+                     plain or masked autoencoding (loss.mask_ratio of the patch tokens hidden), all at
+                     weight loss.recon: which reconstruction objective each student does best with
   label_budget       no training: every representation of the run (ridge on lagged LFP features,
                      distilled, masked-autoencoding LFP-only, and the two supervised students'
                      latents) decoded by a ridge fit on only the first K seconds of a session's
@@ -41,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = ("label_budget", "distill_ft", "distill_ft_noalign", "masked_ft", "scratch", "joint", "masked_distill_ft", "oracle_ft", "bidir_ft")
+VARIANTS = ("objectives", "label_budget", "distill_ft", "distill_ft_noalign", "masked_ft", "scratch", "joint", "masked_distill_ft", "oracle_ft", "bidir_ft")
 
 
 class Variants:
@@ -144,6 +148,18 @@ class Variants:
         out.update(self.score(m, h))
         return out
 
+    def objectives(self) -> list[dict]:
+        """Four unsupervised students: (distilled | LFP-only) x (plain | masked autoencoding)."""
+        c, rows = self.cfg, []
+        for align in (c.loss.align, 0.0):
+            for mask in (0.0, c.loss.mask_ratio):
+                name = f"{'distilled' if align else 'lfp_only'}_{'masked' if mask else 'plain'}"
+                t0 = time.perf_counter()
+                m, _ = self.train_student(name, c.distill, align, c.loss.recon, 0.0, mask=mask)
+                rows.append({"variant": "objectives", "model": name, "mask_ratio": mask, "train_s": round(time.perf_counter() - t0, 1),
+                             **self.score(m, None)})  # fmt: skip
+        return rows
+
     def label_budget(self, budgets: list[float]) -> list[dict]:
         from offline.train.decode import lagged_features, ridge_r2
         from offline.train.pipeline import _eval_bins, _fit_idx, _latents, _test_idx
@@ -192,7 +208,10 @@ def main() -> None:
     v = Variants(a.run)
     for name in VARIANTS if a.variants == "all" else a.variants.split(","):
         name = name.strip()
-        rows = v.label_budget([float(x) for x in a.budgets.split(",")]) if name == "label_budget" else [v.run_variant(name)]
+        if name == "label_budget":
+            rows = v.label_budget([float(x) for x in a.budgets.split(",")])
+        else:
+            rows = v.objectives() if name == "objectives" else [v.run_variant(name)]
         for row in rows:
             line = json.dumps(row)
             print(line, flush=True)

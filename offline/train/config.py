@@ -124,11 +124,17 @@ class LossConfig:
     align: float = 1.0  # cosine alignment to the frozen teacher's per-bin latents
     recon: float = 0.1  # LFP reconstruction: the same type and weight for the distilled student and the LFP-only models
     behavior: float = 1.0  # supervised stages only
-    mask_ratio: float = 0.25  # pre-training (distilled and LFP-only alike): masked autoencoding, share of patch tokens hidden
+    mask_ratio: float = 0.25  # the LFP-only model's pre-training: masked autoencoding, share of patch tokens hidden
+    distill_mask_ratio: float = 0.0  # the distilled student's pre-training: 0 = plain autoencoding. Each student
+    # gets the objective it does best with (docs/distill.md, "Fifth round"): hiding a quarter of the input halves
+    # the distilled student's frozen readout; plain autoencoding halves the LFP-only one's
     standardize_targets: str = "session"  # z-score teacher latents (training bins) before the cosine: "session"
     # (per session: removes the per-session offset a cosine is otherwise met by), "global" or "none"
 
     def __post_init__(self):
+        for k in ("mask_ratio", "distill_mask_ratio"):
+            if not 0.0 <= getattr(self, k) < 1.0:
+                raise ValueError(f"loss.{k} must be in [0, 1), got {getattr(self, k)}")
         if self.standardize_targets not in ("session", "global", "none"):
             raise ValueError(f"loss.standardize_targets must be 'session', 'global' or 'none', got {self.standardize_targets!r}")
 

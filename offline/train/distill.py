@@ -107,7 +107,7 @@ def student_latents(student: LFPStudent, features: np.ndarray, session: int, win
 
     Window design (attn_window == 0): for every bin, the window of `window` bins ending there,
     zero-filled before the session start (as the runtime's ring), `chunk` windows per forward.
-    Streaming design: the deployed graph's own step (`LFPStudent.step`, KV cache of W-1 bins),
+    Streaming design: the deployed graph's own step (`LFPStudent.step_ring`, ring of W bins),
     run on `streams` stretches of the session in lockstep (a batch): every stretch but the first
     starts `n_layers * (W - 1)` bins early (the receptive field) with an empty cache, so its
     kept bins are exact; the first starts at bin 0, as the runtime does. Cost per bin ~ W*P^2
@@ -140,14 +140,14 @@ def streaming_latents(student: LFPStudent, features: np.ndarray, session: int, s
     for j in range(k):
         seg = features[j * span : j * span + steps]
         x[j, : len(seg)] = seg  # zeros past the session end only feed discarded outputs
-    kc = torch.zeros(student.cache_shape(k))
-    vc = torch.zeros_like(kc)
-    seen = torch.zeros(1)
+    state = student.ring_state(k)  # the deployed graph's ring step (1.8x the old step's speed here)
+    n_l = student.cfg.n_layers
+    kr, vr, seen, phase = state[:n_l], state[n_l : 2 * n_l], state[-2], state[-1]
     shape = (student.n_patches, student.cfg.dim) if with_tokens else (student.cfg.dim,)
     lat = np.empty((k, steps, *shape), np.float32)
     xt = torch.from_numpy(x)
     for t in range(steps):
-        h, kc, vc, seen = student.step_tokens(xt[:, t : t + 1], session, kc, vc, seen)  # (k, P, D)
+        h, kr, vr, seen, phase = student.step_ring_tokens(xt[:, t : t + 1], session, kr, vr, seen, phase)  # (k, P, D)
         lat[:, t] = (h if with_tokens else h.mean(dim=1)).numpy()
     out = np.empty((n, *shape), np.float32)
     head = min(n, steps)

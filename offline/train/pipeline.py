@@ -189,11 +189,12 @@ def _train_student(name, cfg, data, train, targets, ckpt, dd, init: LFPStudent |
     f = data[0].features.shape[1]
     student = copy.deepcopy(init) if init is not None else LFPStudent(cfg.student_cfg, f, nb, len(train), cfg.teacher.dim)
     head = BehaviorHead(cfg.student.dim, data[0].behavior.shape[1]) if behavior else None
-    # the reconstruction objective is the LFP-only models' (_baseline_side): masked in
-    # pre-training, plain in fine-tuning, weight loss.recon in both; alignment is the difference
+    # reconstruction at weight loss.recon, as the LFP-only models' (_baseline_side); plain in
+    # fine-tuning for both; in pre-training each student's own input masking (loss.distill_mask_ratio
+    # here, loss.mask_ratio for the LFP-only one: the better objective for each, docs/distill.md)
     obj = StudentObjective(student, data, train, cfg.seq_bins(stage), stage.batch_size, cfg.seed, name,
                            align=cfg.loss.align if targets is not None else 0.0, recon=cfg.loss.recon, behavior=behavior * cfg.loss.behavior,
-                           head=head, targets=targets, mask_ratio=0.0 if behavior else cfg.loss.mask_ratio)  # fmt: skip
+                           head=head, targets=targets, mask_ratio=0.0 if behavior else cfg.loss.distill_mask_ratio)  # fmt: skip
     done = ckpt.done(name)
     if done is None:
         student.train()
@@ -289,51 +290,77 @@ def _unsup_rows(name, split, sess, lat, cfg) -> list[dict]:
     return [_ridge_rows(name, split, sess, lat, cfg), _ridge_rows(f"{name}_1bin", split, sess, lat, cfg, 1)]
 
 
-def evaluate_all(cfg, data, n_train, models: dict, which: list[int] | None = None, bar: bool = True) -> list[dict]:
+TEACHER_SIDE_ROWS = ("teacher", "distilled", "distilled_sup")  # rows of the models `_teacher_side` trains
+_ROW_ORDER = ("ridge_lfp", "ridge_spikes", "lfp_single", "teacher", "distilled", "distilled_sup", "lfp_multi", "lfp_multi_unsup")
+_SPLIT_ORDER = ("held_out_time", "held_out_sessions_zero_shot", "held_out_sessions_new_embedding")
+
+
+def row_order(r: dict) -> tuple:
+    """A row's place in the report: session, model (its single-bin row after it), split. The same
+    whichever process computed the row, so that one and two processes give the same list."""
+    m = r["model"]
+    base = m[: -len("_1bin")] if m.endswith("_1bin") else m
+    k = _ROW_ORDER.index(base) if base in _ROW_ORDER else len(_ROW_ORDER)
+    return (r["_i"], k, m != base, _SPLIT_ORDER.index(r["split"]) if r["split"] in _SPLIT_ORDER else 9, m)
+
+
+def evaluate_all(cfg, data, n_train, models: dict, which: list[int] | None = None, bar: bool = True,
+                 part: str = "all") -> list[dict]:  # fmt: skip
     """R² rows for every model and split (of sessions `which`, default all; each row tagged
     "_i": its session's index), on the test block, with "val_r2" on the validation block.
     Ridge decoders are fit on the fit block with their penalty chosen on the validation block,
     refit on both and tested on the test block of the same session, with the same bins for
     every model; every frozen-latent readout gets the lagged baselines' lags (and a single-bin
     row "<model>_1bin"). Every session's numbers depend on that session alone (its random
-    draws are seeded by its index)."""
-    teacher, distilled, sup, sup_head = models["teacher"], models["distilled"], models["sup"], models["sup_head"]
-    multi, multi_head, multi_map, unsup, singles = (models[k] for k in ("multi", "multi_head", "multi_map", "unsup", "singles"))
+    draws are seeded by its index). `part`: "all", "baselines" (the ridges and the LFP-only
+    models: what `_baseline_side` trains, so that its process evaluates them while the teacher
+    chain still trains) or "teacher" (the `TEACHER_SIDE_ROWS` models). Sort with `row_order`."""
+    if part not in ("all", "baselines", "teacher"):
+        raise ValueError(f"part must be 'all', 'baselines' or 'teacher', got {part!r}")
+    do_base, do_teacher = part in ("all", "baselines"), part in ("all", "teacher")
     train = list(range(n_train))
     which = list(range(len(data))) if which is None else list(which)
     tseq = cfg.seq_bins(cfg.teacher_train)
+    z = cfg.eval.zero_shot_from
     out: list[dict] = []
     for i in progress(which, "evaluate", len(which), enabled=bar):
         rows: list[dict] = []
         s = data[i]
         split0 = "held_out_time" if i < n_train else "held_out_sessions_zero_shot"
-        # lagged ridge on the raw features and on the spikes, fit on this session's training time
-        rows.append(_ridge_rows("ridge_lfp", split0, s, s.features, cfg))
-        rows.append(_spike_rows(split0, s, cfg))
-        if i >= n_train:
-            rows += [{**r, "split": "held_out_sessions_new_embedding"} for r in rows[-2:]]
-        if cfg.eval.single_session:
-            st, hd = singles[i]
-            r = _head_rows("lfp_single", "held_out_time", s, _latents(st, s, 0, cfg), hd)
-            if i < n_train:
-                rows.append(r)
-            else:
-                rows += [{**r, "split": "held_out_sessions_zero_shot"}, {**r, "split": "held_out_sessions_new_embedding"}]
+        if do_base:
+            # lagged ridge on the raw features and on the spikes, fit on this session's training time
+            rows.append(_ridge_rows("ridge_lfp", split0, s, s.features, cfg))
+            rows.append(_spike_rows(split0, s, cfg))
+            if i >= n_train:
+                rows += [{**r, "split": "held_out_sessions_new_embedding"} for r in rows[-2:]]
+            if cfg.eval.single_session:
+                st, hd = models["singles"][i]
+                r = _head_rows("lfp_single", "held_out_time", s, _latents(st, s, 0, cfg), hd)
+                if i < n_train:
+                    rows.append(r)
+                else:
+                    rows += [{**r, "split": "held_out_sessions_zero_shot"}, {**r, "split": "held_out_sessions_new_embedding"}]
         if i < n_train:
-            lat_t = teacher_latents(teacher, s.spikes, i, tseq)
-            rows += _unsup_rows("teacher", "held_out_time", s, lat_t, cfg)
-            rows += _unsup_rows("distilled", "held_out_time", s, _latents(distilled, s, i, cfg), cfg)
-            rows.append(_head_rows("distilled_sup", "held_out_time", s, _latents(sup, s, i, cfg), sup_head))
-            rows.append(_head_rows("lfp_multi", "held_out_time", s, _latents(multi, s, multi_map[i], cfg), multi_head))
-            if unsup is not None:  # its embeddings follow the training sessions' order, as the distilled student's
-                rows += _unsup_rows("lfp_multi_unsup", "held_out_time", s, _latents(unsup, s, i, cfg), cfg)
+            if do_teacher:
+                lat_t = teacher_latents(models["teacher"], s.spikes, i, tseq)
+                rows += _unsup_rows("teacher", "held_out_time", s, lat_t, cfg)
+                rows += _unsup_rows("distilled", "held_out_time", s, _latents(models["distilled"], s, i, cfg), cfg)
+                rows.append(_head_rows("distilled_sup", "held_out_time", s, _latents(models["sup"], s, i, cfg), models["sup_head"]))
+            if do_base:
+                rows.append(_head_rows("lfp_multi", "held_out_time", s, _latents(models["multi"], s, models["multi_map"][i], cfg),
+                                       models["multi_head"]))  # fmt: skip
+                if models["unsup"] is not None:  # its embeddings follow the training sessions' order, as the distilled student's
+                    rows += _unsup_rows("lfp_multi_unsup", "held_out_time", s, _latents(models["unsup"], s, i, cfg), cfg)
             out += [{**r, "_i": i} for r in rows]
             continue
         # unseen session: the encoders are not trained on it; ridge on its latents
-        z = cfg.eval.zero_shot_from
-        unseen = [("distilled", distilled, z), ("distilled_sup", sup, z), ("lfp_multi", multi, multi_map[train[z]])]
-        if unsup is not None:
-            unseen.append(("lfp_multi_unsup", unsup, z))
+        unseen = []
+        if do_teacher:
+            unseen += [("distilled", models["distilled"], z), ("distilled_sup", models["sup"], z)]
+        if do_base:
+            unseen.append(("lfp_multi", models["multi"], models["multi_map"][train[z]]))
+            if models["unsup"] is not None:
+                unseen.append(("lfp_multi_unsup", models["unsup"], z))
         for name, model, emb0 in unseen:
             one = _unsup_rows if name in ("distilled", "lfp_multi_unsup") else (lambda *a: [_ridge_rows(*a)])
             rows += one(name, "held_out_sessions_zero_shot", s, _latents(model, s, emb0, cfg), cfg)
@@ -342,23 +369,23 @@ def evaluate_all(cfg, data, n_train, models: dict, which: list[int] | None = Non
                                    cfg.seq_bins(cfg.distill), 8, cfg.seed)  # fmt: skip
             m2.eval()
             rows += one(name, "held_out_sessions_new_embedding", s, _latents(m2, s, e2, cfg), cfg)
-        # the teacher needs a read-in for the new units: fit it (masked modelling) on a little data
-        t2 = copy.deepcopy(teacher)
-        torch.manual_seed(cfg.seed + 1000 + i)  # the new read-in's initial weights
-        k = t2.add_session(s.spikes.shape[1], z)
-        obj = TeacherObjective(t2, data, [i], tseq, 8, cfg.seed, f"teacher_new_{i}", max_bins=cfg.eval.new_embedding_bins)
-        obj.session_map = {i: k}
-        opt = torch.optim.Adam([*t2.session_parameters(k), t2.patch_emb], lr=3e-3)
-        t2.train()
-        for step in range(cfg.eval.new_embedding_steps):
-            loss = obj(step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            t2.patch_emb.grad[:k] = 0
-            opt.step()
-        t2.eval()
-        lat_t = teacher_latents(t2, s.spikes, k, tseq)
-        rows += _unsup_rows("teacher", "held_out_sessions_new_embedding", s, lat_t, cfg)
+        if do_teacher:  # the teacher needs a read-in for the new units: fit it (masked modelling) on a little data
+            t2 = copy.deepcopy(models["teacher"])
+            torch.manual_seed(cfg.seed + 1000 + i)  # the new read-in's initial weights
+            k = t2.add_session(s.spikes.shape[1], z)
+            obj = TeacherObjective(t2, data, [i], tseq, 8, cfg.seed, f"teacher_new_{i}", max_bins=cfg.eval.new_embedding_bins)
+            obj.session_map = {i: k}
+            opt = torch.optim.Adam([*t2.session_parameters(k), t2.patch_emb], lr=3e-3)
+            t2.train()
+            for step in range(cfg.eval.new_embedding_steps):
+                loss = obj(step)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                t2.patch_emb.grad[:k] = 0
+                opt.step()
+            t2.eval()
+            lat_t = teacher_latents(t2, s.spikes, k, tseq)
+            rows += _unsup_rows("teacher", "held_out_sessions_new_embedding", s, lat_t, cfg)
         out += [{**r, "_i": i} for r in rows]
     return out
 
@@ -454,10 +481,12 @@ def _baseline_side(cfg, data, n_train, nb, ckpt, dd, tick=lambda name: None):
 
 def _stage_worker(part: str, cfg, data, n_train: int, nb: int, root: str, which: list[int] | None = None,
                   resume: bool = True):  # fmt: skip
-    """A second process's share of a run (jobs > 1): "baselines" trains the LFP-only models
-    into the run's checkpoints and returns their timings; "evaluate" loads every finished model
-    from them and returns the evaluation rows of sessions `which`. Every stage seeds itself and
-    every batch is a function of (seed, stage, step), so the numbers match a one-process run."""
+    """Another process's share of a run (jobs > 1). "baselines" trains the LFP-only models into
+    the run's checkpoints, then evaluates them and the ridges on every session (while the
+    teacher chain still trains in the main process): returns (timings, rows). "evaluate" loads
+    the finished teacher-side models and returns their rows on sessions `which`. Every stage
+    seeds itself and every batch is a function of (seed, stage, step), so the numbers match a
+    one-process run."""
     from .ddp import BARS
 
     BARS["on"] = False
@@ -465,13 +494,15 @@ def _stage_worker(part: str, cfg, data, n_train: int, nb: int, root: str, which:
     ckpt = Checkpoints(root, resume=resume or part == "evaluate", every=cfg.checkpoint_every, clear=False)
     if part == "baselines":
         tick = _Ticks()
-        _baseline_side(cfg, data, n_train, nb, ckpt, Dist(), tick)
-        return tick.times
-    missing = [st for st in _stage_names(cfg, len(data)) if not ckpt.has(st)]
+        models = _baseline_side(cfg, data, n_train, nb, ckpt, Dist(), tick)
+        rows = evaluate_all(cfg, data, n_train, models, bar=False, part="baselines")
+        tick("evaluate (baselines)")
+        return tick.times, rows
+    missing = [st for st in ("teacher", "distill", "distill_sup") if not ckpt.has(st)]
     if missing:  # evaluate only what the run trained: never retrain here
         raise RuntimeError(f"{root}: stages {missing} are not finished; the evaluation worker only loads")
-    models = {**_teacher_side(cfg, data, n_train, nb, ckpt, Dist()), **_baseline_side(cfg, data, n_train, nb, ckpt, Dist())}
-    return evaluate_all(cfg, data, n_train, models, which=which, bar=False)
+    models = _teacher_side(cfg, data, n_train, nb, ckpt, Dist())
+    return evaluate_all(cfg, data, n_train, models, which=which, bar=False, part="teacher")
 
 
 class _Ticks:
@@ -582,21 +613,26 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
                     side.result()
 
             models = _teacher_side(cfg, data, n_train, nb, ckpt, dd, tick_and_check)
-            times.update({f"{k} (2nd process)": v for k, v in side.result().items()})
+            # the teacher-side rows here (and in the jobs - 2 other workers); the baselines' rows
+            # come from their own process, which evaluated them while the teacher chain trained
+            mine, *theirs = _eval_shares(len(data), n_train, jobs - 1)
+            futs = [pool.submit(_stage_worker, "evaluate", cfg, data, n_train, nb, str(ckpt.root), w) for w in theirs]
+            rows = evaluate_all(cfg, data, n_train, models, which=mine, part="teacher") + [r for f in futs for r in f.result()]
+            tick("evaluate (teacher-side models)")
+            side_times, side_rows = side.result()
+            times.update({f"{k} (2nd process)": v for k, v in side_times.items()})
+            rows += side_rows
             loader = Checkpoints(ckpt.root, resume=True, every=cfg.checkpoint_every)  # the baselines it wrote
             models.update(_baseline_side(cfg, data, n_train, nb, loader, dd))
             tick("baselines (waiting for the 2nd process)")
         else:
             models = {**_teacher_side(cfg, data, n_train, nb, ckpt, dd, tick), **_baseline_side(cfg, data, n_train, nb, ckpt, dd, tick)}
-        rows = None
-        if dd.main:
-            if pool is not None:
-                mine, *theirs = _eval_shares(len(data), n_train, jobs)
-                futs = [pool.submit(_stage_worker, "evaluate", cfg, data, n_train, nb, str(ckpt.root), w) for w in theirs]
-                rows = evaluate_all(cfg, data, n_train, models, which=mine) + [r for f in futs for r in f.result()]
-            else:
-                rows = evaluate_all(cfg, data, n_train, models)
-            rows.sort(key=lambda r: r.pop("_i"))  # session order (stable: each session's rows keep theirs)
+            rows = evaluate_all(cfg, data, n_train, models) if dd.main else None
+            tick("evaluate")
+        if rows is not None:
+            rows.sort(key=row_order)  # session, model, split: the same list from one process or several
+            for r in rows:
+                r.pop("_i")
     except BaseException as e:
         if pool is not None:
             _stop(pool)
@@ -618,7 +654,6 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
         kin = [k for k, nm in enumerate(names) if nm in ("vx", "vy", "grip")]
         subsets = {"velocity and grip (" + ", ".join(names[k] for k in kin) + ")": kin} if kin else None
         summary = summarize(rows, COMPARISONS, subsets=subsets, output_names=names)
-        tick("evaluate")
         choice = choose_decoder(rows, cfg.export.choose, {**CHOICES, "distilled": _distilled_row(cfg)}, n_train)
         summary["export_choice"] = choice
         summary["paired"] = paired_summary(rows, COMPARISONS + [("best_lfp", "ridge_lfp")], subsets,

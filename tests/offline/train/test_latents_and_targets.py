@@ -143,3 +143,15 @@ def test_config_names_the_standardisation_mode():
     for bad in ("bogus", True):
         with pytest.raises(ConfigError, match="standardize_targets"):
             load_config({"loss": {"standardize_targets": bad}})
+
+
+def test_config_checks_both_students_input_masking():
+    from offline.train.config import ConfigError, load_config
+
+    lc = load_config({}).loss
+    assert (lc.mask_ratio, lc.distill_mask_ratio) == (0.25, 0.0)  # masked LFP-only, plain distilled (docs/distill.md)
+    assert load_config({"loss": {"distill_mask_ratio": 0.25}}).loss.distill_mask_ratio == 0.25
+    for key in ("mask_ratio", "distill_mask_ratio"):
+        for bad in (-0.1, 1.0):
+            with pytest.raises(ConfigError, match=f"loss.{key}"):
+                load_config({"loss": {key: bad}})
