@@ -126,8 +126,9 @@ class LossConfig:
     behavior: float = 1.0  # supervised stages only
     mask_ratio: float = 0.25  # the LFP-only model's pre-training: masked autoencoding, share of patch tokens hidden
     distill_mask_ratio: float = 0.0  # the distilled student's pre-training: 0 = plain autoencoding. Each student
-    # gets the objective it does best with (docs/distill.md, "Fifth round"): hiding a quarter of the input halves
-    # the distilled student's frozen readout; plain autoencoding halves the LFP-only one's
+    # gets the objective it did best with on `linear` (docs/distill.md, "Why distillation lost on `linear`"):
+    # hiding a quarter of the input halves the distilled student's frozen readout there, plain autoencoding
+    # halves the LFP-only one's; on the demo's data the LFP-only model does better plain (not chosen per run)
     standardize_targets: str = "session"  # z-score teacher latents (training bins) before the cosine: "session"
     # (per session: removes the per-session offset a cosine is otherwise met by), "global" or "none"
 

@@ -290,7 +290,6 @@ def _unsup_rows(name, split, sess, lat, cfg) -> list[dict]:
     return [_ridge_rows(name, split, sess, lat, cfg), _ridge_rows(f"{name}_1bin", split, sess, lat, cfg, 1)]
 
 
-TEACHER_SIDE_ROWS = ("teacher", "distilled", "distilled_sup")  # rows of the models `_teacher_side` trains
 _ROW_ORDER = ("ridge_lfp", "ridge_spikes", "lfp_single", "teacher", "distilled", "distilled_sup", "lfp_multi", "lfp_multi_unsup")
 _SPLIT_ORDER = ("held_out_time", "held_out_sessions_zero_shot", "held_out_sessions_new_embedding")
 
@@ -314,7 +313,7 @@ def evaluate_all(cfg, data, n_train, models: dict, which: list[int] | None = Non
     row "<model>_1bin"). Every session's numbers depend on that session alone (its random
     draws are seeded by its index). `part`: "all", "baselines" (the ridges and the LFP-only
     models: what `_baseline_side` trains, so that its process evaluates them while the teacher
-    chain still trains) or "teacher" (the `TEACHER_SIDE_ROWS` models). Sort with `row_order`."""
+    chain still trains) or "teacher" (the teacher, distilled and distilled_sup rows). Sort with `row_order`."""
     if part not in ("all", "baselines", "teacher"):
         raise ValueError(f"part must be 'all', 'baselines' or 'teacher', got {part!r}")
     do_base, do_teacher = part in ("all", "baselines"), part in ("all", "teacher")
@@ -583,8 +582,10 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
     config's data source (a list of offline.data Session objects).
 
     With `jobs` > 1 (one process, no torchrun) the LFP-only baselines train in a second process
-    while this one trains the teacher chain, and the evaluation is split by session; the
-    models and metrics are the same as with jobs = 1 (tests/offline/train)."""
+    while this one trains the teacher chain, and that process then evaluates them (and the
+    ridges) while this one still trains; the teacher-side models' rows are evaluated here (split
+    by session over any further workers). The models and metrics are the same as with jobs = 1
+    (tests/offline/train)."""
     cfg = config if isinstance(config, DistillRunConfig) else load_config(config)
     torch.set_num_threads(max(1, cfg.threads))
     dd = init_distributed()
