@@ -127,8 +127,9 @@ class LossConfig:
     mask_ratio: float = 0.25  # the LFP-only model's pre-training: masked autoencoding, share of patch tokens hidden
     distill_mask_ratio: float = 0.0  # the distilled student's pre-training: 0 = plain autoencoding. Each student
     # gets the objective it did best with on `linear` (docs/distill.md, "Why distillation lost on `linear`"):
-    # hiding a quarter of the input halves the distilled student's frozen readout there, plain autoencoding
-    # halves the LFP-only one's; on the demo's data the LFP-only model does better plain (not chosen per run)
+    # at 600 steps hiding a quarter of the input halved the distilled student's frozen readout there (at 1200
+    # mixed: better plain on unseen sessions only), plain autoencoding the LFP-only one's; on the demo's data
+    # the LFP-only model does better plain (not chosen per run)
     standardize_targets: str = "session"  # z-score teacher latents (training bins) before the cosine: "session"
     # (per session: removes the per-session offset a cosine is otherwise met by), "global" or "none"
 
