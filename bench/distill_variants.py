@@ -19,8 +19,9 @@ Variants (steps: D = the run's [distill] steps, S = its [supervised] steps, same
   bidir_ft           a bidirectional teacher (the run's teacher settings, causal = false),
                      distillation D steps, then S
 
-  objectives         the 2 x 2 of pre-training objectives, D steps each from the same initialisation and
-                     batches, decoded from frozen latents: alignment or not (distilled / LFP-only) x
+  objectives         the 2 x 2 of pre-training objectives, D steps each from the same initialisation
+                     (each its own batch order: the stage name seeds it; final weights, no early
+                     stopping), decoded from frozen latents: alignment or not (distilled / LFP-only) x
                      plain or masked autoencoding (loss.mask_ratio of the patch tokens hidden), all at
                      weight loss.recon: which reconstruction objective each student does best with
   label_budget       no training: every representation of the run (ridge on lagged LFP features,
