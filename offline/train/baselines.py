@@ -54,8 +54,8 @@ def train_lfp_only(
     """Returns the student (a copy of `init`, fine-tuned, when given), its head (None when
     unsupervised) and the map data session -> embedding index. `val_batches` > 0: early
     stopping on the sessions' validation blocks (stage.val_every, stage.patience)."""
-    if not supervised and not (recon and mask_ratio):
-        raise ValueError("an unsupervised LFP-only model needs masked autoencoding (recon > 0 and mask_ratio > 0)")
+    if not supervised and not recon:
+        raise ValueError("an unsupervised LFP-only model needs an autoencoding loss (recon > 0)")
     torch.manual_seed(seed)
     if init is not None and init.n_sessions != len(which):
         raise ValueError(f"init has {init.n_sessions} session embeddings, {len(which)} sessions are trained")

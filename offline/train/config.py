@@ -129,7 +129,11 @@ class LossConfig:
     # gets the objective it did best with on `linear` (docs/distill.md, "Why distillation lost on `linear`"):
     # at 600 steps hiding a quarter of the input halved the distilled student's frozen readout there (at 1200
     # mixed: better plain on unseen sessions only), plain autoencoding the LFP-only one's; on the demo's data
-    # the LFP-only model does better plain (not chosen per run)
+    # the LFP-only model does better plain. Not used with choose_masking:
+    choose_masking: bool = False  # True: BOTH students' pre-training runs twice, plain (0) and masked
+    # (mask_ratio), and each keeps the one whose frozen latents a lagged ridge decodes better on the
+    # validation block (mean R² of every output over the training sessions): the same rule for both
+    # (pipeline._pretrain_choice); the report and the bundle's provenance name the choice and both scores
     standardize_targets: str = "session"  # z-score teacher latents (training bins) before the cosine: "session"
     # (per session: removes the per-session offset a cosine is otherwise met by), "global" or "none"
 
@@ -137,6 +141,11 @@ class LossConfig:
         for k in ("mask_ratio", "distill_mask_ratio"):
             if not 0.0 <= getattr(self, k) < 1.0:
                 raise ValueError(f"loss.{k} must be in [0, 1), got {getattr(self, k)}")
+        if self.choose_masking and not self.mask_ratio > 0.0:
+            raise ValueError("loss.choose_masking = true compares plain and masked autoencoding: loss.mask_ratio "
+                             f"must be > 0 (the masked candidate), got {self.mask_ratio}")
+        if self.choose_masking and not self.recon > 0.0:
+            raise ValueError(f"loss.choose_masking = true needs loss.recon > 0 (both candidates autoencode), got {self.recon}")
         if self.standardize_targets not in ("session", "global", "none"):
             raise ValueError(f"loss.standardize_targets must be 'session', 'global' or 'none', got {self.standardize_targets!r}")
 

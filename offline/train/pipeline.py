@@ -182,9 +182,11 @@ def _train_teacher(cfg, data, train, ckpt, dd) -> SpikeTeacher:
     return teacher.eval()
 
 
-def _train_student(name, cfg, data, train, targets, ckpt, dd, init: LFPStudent | None, stage, behavior: float, nb: int):
+def _train_student(name, cfg, data, train, targets, ckpt, dd, init: LFPStudent | None, stage, behavior: float, nb: int,
+                   mask_ratio: float | None = None):  # fmt: skip
     """Distillation (behavior = 0) or supervised distillation (behavior > 0, from `init`).
-    `targets` None: the stage is finished and only loaded."""
+    `targets` None: the stage is finished and only loaded. `mask_ratio`: the pre-training's
+    input masking (default loss.distill_mask_ratio; fine-tuning is always plain)."""
     torch.manual_seed(cfg.seed + 2)
     f = data[0].features.shape[1]
     student = copy.deepcopy(init) if init is not None else LFPStudent(cfg.student_cfg, f, nb, len(train), cfg.teacher.dim)
@@ -194,7 +196,8 @@ def _train_student(name, cfg, data, train, targets, ckpt, dd, init: LFPStudent |
     # here, loss.mask_ratio for the LFP-only one: the better objective for each, docs/distill.md)
     obj = StudentObjective(student, data, train, cfg.seq_bins(stage), stage.batch_size, cfg.seed, name,
                            align=cfg.loss.align if targets is not None else 0.0, recon=cfg.loss.recon, behavior=behavior * cfg.loss.behavior,
-                           head=head, targets=targets, mask_ratio=0.0 if behavior else cfg.loss.distill_mask_ratio)  # fmt: skip
+                           head=head, targets=targets,
+                           mask_ratio=0.0 if behavior else (cfg.loss.distill_mask_ratio if mask_ratio is None else mask_ratio))  # fmt: skip
     done = ckpt.done(name)
     if done is None:
         student.train()
@@ -205,6 +208,73 @@ def _train_student(name, cfg, data, train, targets, ckpt, dd, init: LFPStudent |
     else:
         obj.load_state_dict(done["model"])
     return student.eval(), head
+
+
+def objective_markdown(objectives: dict | None) -> str:
+    """The report's section on the pre-training objectives chosen on validation (loss.choose_masking)."""
+    if not objectives:
+        return ""
+    lines = ["", "### Pre-training objective of each student (chosen on the validation block)", "",
+             "Both students pre-trained twice, plain and masked autoencoding; each keeps the one whose frozen "
+             "latents a lagged ridge decodes better on the validation block (mean R² of every output over the "
+             "training sessions). The rows above are the chosen ones.", "",
+             "| student | plain | masked | chosen (share of the input hidden) |", "|---|---|---|---|"]  # fmt: skip
+    for k, label in (("distilled", "distilled"), ("lfp_only", "LFP-only multi-session")):
+        c = objectives.get(k)
+        if c:
+            v = c["val_r2"]
+            lines.append(f"| {label} | {v['plain']:.3f} | {v['masked']:.3f} | **{c['chosen']}** ({c['mask_ratio']:g}) |")
+    return "\n".join(lines) + "\n"
+
+
+def _frozen_val_r2(model, data, train: list[int], cfg) -> float:
+    """Validation R² (mean over outputs, then over the training sessions) of the lagged ridge on
+    a pre-trained student's frozen latents, fit on each session's fit block: the evaluation's
+    readout (`_ridge_decoder`), scored on the validation block only (the test block is not read)."""
+    vals = []
+    for i in train:
+        s = data[i]
+        fi, vi = _fit_idx(s, cfg.eval.fit_stride, cfg.window_bins), _val_idx(s)
+        lat = np.zeros((s.n_bins, model.cfg.dim), np.float32)
+        idx = np.concatenate([fi, vi])
+        idx = np.unique((idx[:, None] - np.arange(lags(cfg))[None, :]).ravel())
+        idx = idx[idx >= 0]
+        lat[idx] = student_latents(model, s.features, i, cfg.window_bins, idx)
+        xf, xv = lagged_features(lat, fi, lags(cfg)), lagged_features(lat, vi, lags(cfg))
+        alpha = cfg.eval.ridge_alpha
+        if np.ndim(alpha):
+            _, _, val_r2 = fit_ridge_val(xf, s.behavior[fi], xv, s.behavior[vi], alpha)
+        else:
+            val_r2 = r2_score(s.behavior[vi], fit_ridge(xf, s.behavior[fi], float(alpha)).predict(xv))
+        vals.append(float(np.mean(val_r2)))
+    return float(np.mean(vals))
+
+
+def _pretrain_choice(name: str, cfg, data, train: list[int], ckpt, fixed_ratio: float, train_one) -> tuple:
+    """A student's pre-training (stage `name`). Without loss.choose_masking: `train_one(name,
+    fixed_ratio)`. With it: `train_one(name + "_plain", 0.0)` and `train_one(name + "_masked",
+    loss.mask_ratio)` (each its own stage: own checkpoint, own batch order), and the one whose
+    frozen latents decode better on the validation block (`_frozen_val_r2`; a tie keeps plain)
+    is stored as stage `name` with the choice beside it, so everything after (fine-tuning,
+    evaluation, `rtdecode analyze`) reads `name` as before. The same rule for the distilled and
+    the LFP-only student. Returns (student, choice dict or None)."""
+    if not cfg.loss.choose_masking:
+        return train_one(name, fixed_ratio), None
+    done = ckpt.done(name)
+    if done is not None and "objective_choice" in done:  # resumed: the choice was made
+        choice = done["objective_choice"]
+        return train_one(name, choice["mask_ratio"]), choice
+    cands = {}
+    for tag, ratio in (("plain", 0.0), ("masked", cfg.loss.mask_ratio)):
+        m = train_one(f"{name}_{tag}", ratio)
+        cands[tag] = (ratio, m, _frozen_val_r2(m, data, train, cfg))
+    best = max(cands, key=lambda t: cands[t][2])  # max keeps the first of equals: plain
+    choice = {"chosen": best, "mask_ratio": cands[best][0], "stage": f"{name}_{best}",
+              "val_r2": {t: round(v[2], 6) for t, v in cands.items()},
+              "rule": "lagged ridge on the frozen latents, validation block, mean of every output over the training sessions"}  # fmt: skip
+    model = cands[best][1]
+    ckpt.finish(name, {"model": {f"student.{k}": v for k, v in model.state_dict().items()}, "objective_choice": choice})
+    return model, choice
 
 
 # ------------------------------------------------------------------------------------------
@@ -445,11 +515,13 @@ def _teacher_side(cfg, data, n_train, nb, ckpt, dd, tick=lambda name: None):
         targets = {i: teacher_latents(teacher, data[i].spikes, i, tseq) for i in train}
         targets = standardize_targets(targets, data, cfg.loss.standardize_targets)
     tick("teacher")
-    distilled, _ = _train_student("distill", cfg, data, train, targets, ckpt, dd, None, cfg.distill, 0.0, nb)
+    distilled, choice = _pretrain_choice(
+        "distill", cfg, data, train, ckpt, cfg.loss.distill_mask_ratio,
+        lambda name, ratio: _train_student(name, cfg, data, train, targets, ckpt, dd, None, cfg.distill, 0.0, nb, ratio)[0])  # fmt: skip
     tick("distill")
     sup, sup_head = _train_student("distill_sup", cfg, data, train, targets, ckpt, dd, distilled, cfg.supervised, 1.0, nb)
     tick("supervised")
-    return {"teacher": teacher, "distilled": distilled, "sup": sup, "sup_head": sup_head}
+    return {"teacher": teacher, "distilled": distilled, "sup": sup, "sup_head": sup_head, "distilled_objective": choice}
 
 
 def _baseline_side(cfg, data, n_train, nb, ckpt, dd, tick=lambda name: None):
@@ -457,9 +529,11 @@ def _baseline_side(cfg, data, n_train, nb, ckpt, dd, tick=lambda name: None):
     train = list(range(n_train))
     f = data[0].features.shape[1]
     vb = cfg.validation.batches
-    unsup, _, _ = train_lfp_only("lfp_multi_unsup", cfg.student_cfg, data, train, f, nb, cfg.distill, cfg.seq_bins(cfg.distill),
-                                 cfg.seed + 5, cfg.loss.recon, ckpt, dd, supervised=False, mask_ratio=cfg.loss.mask_ratio,
-                                 val_batches=vb)  # fmt: skip
+    unsup, choice = _pretrain_choice(
+        "lfp_multi_unsup", cfg, data, train, ckpt, cfg.loss.mask_ratio,
+        lambda name, ratio: train_lfp_only(name, cfg.student_cfg, data, train, f, nb, cfg.distill, cfg.seq_bins(cfg.distill),
+                                           cfg.seed + 5, cfg.loss.recon, ckpt, dd, supervised=False, mask_ratio=ratio,
+                                           val_batches=vb)[0])  # fmt: skip
     unsup.eval()
     tick("lfp_multi_unsup")
     multi, multi_head, multi_map = train_lfp_only("lfp_multi", cfg.student_cfg, data, train, f, nb, cfg.supervised,
@@ -475,7 +549,8 @@ def _baseline_side(cfg, data, n_train, nb, ckpt, dd, tick=lambda name: None):
                                        behavior=cfg.loss.behavior, val_batches=vb)  # fmt: skip
             singles[i] = (st.eval(), hd)
         tick("lfp_single")
-    return {"multi": multi, "multi_head": multi_head, "multi_map": multi_map, "unsup": unsup, "singles": singles}
+    return {"multi": multi, "multi_head": multi_head, "multi_map": multi_map, "unsup": unsup, "singles": singles,
+            "lfp_only_objective": choice}
 
 
 def _stage_worker(part: str, cfg, data, n_train: int, nb: int, root: str, which: list[int] | None = None,
@@ -657,11 +732,14 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
         summary = summarize(rows, COMPARISONS, subsets=subsets, output_names=names)
         choice = choose_decoder(rows, cfg.export.choose, {**CHOICES, "distilled": _distilled_row(cfg)}, n_train)
         summary["export_choice"] = choice
+        objectives = {k: models.get(f"{k}_objective") for k in ("distilled", "lfp_only")}
+        summary["objective_choice"] = objectives if any(objectives.values()) else None
         summary["paired"] = paired_summary(rows, COMPARISONS + [("best_lfp", "ridge_lfp")], subsets,
                                            StatsConfig(seed=cfg.seed))  # CIs and n beside every p (offline.analysis.stats)
         report = write_report(summary, out / "report", LABELS)
         with open(report["markdown"], "a") as fh:
             fh.write(stats_markdown(summary["paired"], {**LABELS, "best_lfp": "best LFP decoder (by validation R²)"}))
+            fh.write(objective_markdown(summary["objective_choice"]))
         student, head, emb = _exported(cfg, data, models, choice["chosen"])
         s0 = sessions[cfg.export.session]
         prov = {
@@ -674,6 +752,7 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
                           "n_bins": int(d.n_bins)} for i, d in enumerate(data)],  # fmt: skip
             "metrics": {"table": summary["table"], "tests": summary["tests"]},
             "decoder_choice": choice,
+            "objective_choice": summary["objective_choice"],
             "timings_s": times,
             "world_size": dd.world,
         }

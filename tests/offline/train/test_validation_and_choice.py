@@ -239,6 +239,72 @@ def test_the_bundle_holds_the_decoder_the_config_chooses(tmp_path, monkeypatch, 
     assert outlines[-1].startswith("WARNING: the exported decoder (lfp_only") == below
 
 
+def test_choose_masking_keeps_each_students_better_pretraining_on_validation(tmp_path, monkeypatch):
+    """loss.choose_masking: both students pre-train plain and masked, each keeps the candidate
+    with the higher validation score of a lagged ridge on its frozen latents; the kept weights,
+    the scores and the choice are what the run stores, reports and resumes from."""
+    from offline.models.student import LFPStudent
+    from offline.train import baselines as bl
+    from offline.train import pipeline as pl
+    from offline.train.distill import StudentObjective
+    from rtdecode.bundle import load_bundle
+
+    made = []
+
+    class Spy(StudentObjective):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append((self.stage, self.mask_ratio))
+
+    monkeypatch.setattr(pl, "StudentObjective", Spy)
+    monkeypatch.setattr(bl, "StudentObjective", Spy)
+    sessions = tiny_sessions(n_bins=900)
+    cfg = tiny_cfg("window", loss={"choose_masking": True, "mask_ratio": 0.4},
+                   eval={"single_session": False, "new_embedding_steps": 1, "fit_stride": 3})  # fmt: skip
+    out = tmp_path / "run"
+    path = pl.run_distill(cfg, out, sessions=sessions)
+    stages = dict(made)
+    for name in ("distill", "lfp_multi_unsup"):  # both candidates trained, for both students
+        assert stages[f"{name}_plain"] == 0.0 and stages[f"{name}_masked"] == 0.4
+        assert name not in stages  # nothing trained under the plain name: it is the kept candidate
+    rep = json.loads((out / "report" / "metrics.json").read_text())
+    oc = rep["objective_choice"]
+    c_ = pl.load_config(cfg)
+    _, data, n_train = pl.prepare(sessions, c_)
+    ck = out / "checkpoints"
+    for key, name in (("distilled", "distill"), ("lfp_only", "lfp_multi_unsup")):
+        c = oc[key]
+        scores = {}
+        for tag in ("plain", "masked"):  # recomputed here from each candidate's own checkpoint
+            st = LFPStudent(c_.student_cfg, data[0].features.shape[1], 1, n_train, c_.teacher.dim if key == "distilled" else None)
+            st.load_state_dict({k[8:]: v for k, v in torch.load(ck / f"{name}_{tag}.pt", weights_only=False)["model"].items()
+                                if k.startswith("student.")})  # fmt: skip
+            scores[tag] = pl._frozen_val_r2(st.eval(), data, list(range(n_train)), c_)
+        assert c["val_r2"] == pytest.approx(scores, abs=1e-5)
+        assert c["chosen"] == max(scores, key=scores.get) and c["mask_ratio"] == (0.0 if c["chosen"] == "plain" else 0.4)
+        kept = torch.load(ck / f"{name}.pt", weights_only=False)
+        cand = torch.load(ck / f"{name}_{c['chosen']}.pt", weights_only=False)["model"]
+        assert kept["objective_choice"] == c and kept["model"].keys() == cand.keys()
+        assert all(torch.equal(kept["model"][k], cand[k]) for k in cand)
+    assert load_bundle(path).provenance["objective_choice"] == oc
+    md = (out / "report" / "metrics.md").read_text()
+    assert "### Pre-training objective of each student" in md and f"**{oc['distilled']['chosen']}**" in md
+    # resumed: the choice is read back, nothing is trained again
+    made.clear()
+    pl.run_distill(cfg, out, sessions=sessions, resume=True)
+    assert not [m for m in made if m[0].endswith(("_plain", "_masked"))]
+    assert json.loads((out / "report" / "metrics.json").read_text())["objective_choice"] == oc
+
+
+def test_choose_masking_needs_a_masked_candidate():
+    from offline.train.config import LossConfig
+
+    with pytest.raises(ValueError, match="mask_ratio must be > 0"):
+        LossConfig(choose_masking=True, mask_ratio=0.0)
+    with pytest.raises(ValueError, match="recon > 0"):
+        LossConfig(choose_masking=True, recon=0.0)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["linear", "dynamics", "hga"])
 def test_the_teacher_reaches_the_lagged_spike_ridge_on_every_family(family):
