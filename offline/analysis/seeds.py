@@ -152,7 +152,7 @@ def load_runs(dirs: list[str | Path]) -> tuple[list[dict], dict, list[str]]:
         s = int(meta["seed"])
         if s in info:
             raise ConfigError(f"{d} and {info[s]['dir']} are both seed {s}: pass each seed's run once")
-        info[s] = {**meta, "dir": str(d)}
+        info[s] = {**meta, "dir": str(d), "objective_choice": summ.get("objective_choice")}
         names_d = summ.get("per_output", {}).get("outputs")
         if names is not None and names_d != names:
             raise ConfigError(f"{d} has outputs {names_d}, the other runs {names}: runs of one config are needed")
@@ -287,7 +287,15 @@ def family_doc(rows: list[dict], info: dict, names: list[str], family: str, comm
                          f"[{_f(t['ci'][0], sign=True)}, {_f(t['ci'][1], sign=True)}] ({t['n']}) | "
                          f"{'yes' if met else 'NO'}{' (CI too)' if t['ci'][0] >= GOAL_MARGIN else ''} |")  # fmt: skip
     picks = agg["paired"]["best_lfp"]
-    lines += ["", f"best LFP decoder chosen on validation: {', '.join(f'seed {k}: {v}' for k, v in picks.items())}.", "",
+    lines += ["", f"best LFP decoder chosen on validation: {', '.join(f'seed {k}: {v}' for k, v in picks.items())}."]
+    objs = [(s_, i["objective_choice"]) for s_, i in sorted(info.items()) if i.get("objective_choice")]
+    if objs:  # loss.choose_masking: which pre-training each student kept, with both validation scores
+        lines += ["", "pre-training objective chosen on validation (loss.choose_masking; validation R² of every output, plain / masked):"]
+        for s_, oc in objs:
+            parts = [f"{lab} **{c['chosen']}** ({c['val_r2']['plain']:.3f} / {c['val_r2']['masked']:.3f})"
+                     for k, lab in (("distilled", "distilled"), ("lfp_only", "LFP-only")) if (c := oc.get(k))]  # fmt: skip
+            lines.append(f"- seed {s_}: " + ", ".join(parts))
+    lines += ["",
               f"## Paired tests, {group}", "", *tests_table(agg["paired"]["groups"][group], labels)]  # fmt: skip
     return "\n".join(lines) + "\n"
 

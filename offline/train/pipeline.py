@@ -54,7 +54,7 @@ LABELS = {
     "distilled": "distilled LFP, unsupervised (lagged ridge)",
     "distilled_1bin": "distilled LFP, unsupervised (ridge on one bin)",
     "distilled_sup": "distilled LFP, supervised",
-    "lfp_multi": "LFP-only multi-session, supervised (masked-autoencoding pre-trained, fine-tuned)",
+    "lfp_multi": "LFP-only multi-session, supervised (pre-trained, fine-tuned)",
     "lfp_multi_unsup": "LFP-only multi-session, unsupervised (lagged ridge)",
     "lfp_multi_unsup_1bin": "LFP-only multi-session, unsupervised (ridge on one bin)",
     "lfp_single": "LFP-only single-session",

@@ -129,3 +129,21 @@ def test_family_doc_states_the_goals_with_their_figures(tmp_path):
     goal2 = next(x for x in md.splitlines() if x.startswith("| 2: best LFP") and "held-out time" in x)
     assert goal2.rstrip(" |").endswith("NO") and "+0.000" in goal2
     assert "seed 0: lfp_multi, seed 1: lfp_multi" in md
+
+
+def test_family_doc_names_each_seeds_chosen_pretraining(tmp_path):
+    """With loss.choose_masking the doc says, per seed, which objective each student kept and
+    both validation scores; runs without it add no such line."""
+    dirs = [_fake_run(tmp_path, s, 0.1) for s in (0, 1)]
+    m = dirs[1] / "report" / "metrics.json"
+    summ = json.loads(m.read_text())
+    summ["objective_choice"] = {"distilled": {"chosen": "plain", "mask_ratio": 0.0, "val_r2": {"plain": 0.13, "masked": 0.1134}},
+                                "lfp_only": {"chosen": "masked", "mask_ratio": 0.25, "val_r2": {"plain": 0.05, "masked": 0.13}}}  # fmt: skip
+    m.write_text(json.dumps(summ))
+    rows, info, names = S.load_runs(dirs)
+    md = S.family_doc(rows, info, names, "linear", None)
+    lines = [x for x in md.splitlines() if x.startswith("- seed 1: distilled")]
+    assert lines == ["- seed 1: distilled **plain** (0.130 / 0.113), LFP-only **masked** (0.050 / 0.130)"]
+    assert not any(x.startswith("- seed 0: distilled") for x in md.splitlines())
+    plain = S.family_doc(*S.load_runs(dirs[:1]), "linear", None)
+    assert "pre-training objective chosen" not in plain
