@@ -18,6 +18,7 @@ At the end the ratios old graph / ring graph are printed (medians, from this run
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import replace
@@ -65,10 +66,8 @@ def _report(request):
     yield
     tr = request.config.pluginmanager.get_plugin("terminalreporter")
     capman = request.config.pluginmanager.get_plugin("capturemanager")
-    if capman is not None:  # teardown output is captured (fd 1) and dropped for a passing module
-        with capman.global_and_fixture_disabled():
-            _write_ratios(tr.write_line if tr else print)
-    else:
+    # teardown output is captured (fd 1) and dropped for a passing module: write with capture off
+    with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
         _write_ratios(tr.write_line if tr else print)
 
 
