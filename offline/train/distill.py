@@ -9,11 +9,14 @@ Teacher latents are computed once per session (the teacher is frozen) and looked
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.common import rings_in_place
 from ..models.heads import BehaviorHead
 from ..models.student import LFPStudent
 from .windows import SessionData, gather, plan_batch, rank_slice, sliding_windows, step_rng
@@ -128,9 +131,11 @@ def student_latents(student: LFPStudent, features: np.ndarray, session: int, win
 
 @torch.no_grad()
 def streaming_latents(student: LFPStudent, features: np.ndarray, session: int, streams: int = 64,
-                      with_tokens: bool = False):  # fmt: skip
+                      with_tokens: bool = False, in_place: bool = True):  # fmt: skip
     """All n bins' latents (n, D) of a streaming student; see `student_latents`. With
-    `with_tokens`, also the per-patch token outputs (n, P, D) whose mean the latent is."""
+    `with_tokens`, also the per-patch token outputs (n, P, D) whose mean the latent is.
+    `in_place`: write each bin into this function's own rings (`rings_in_place`); False runs
+    the exported graph's functional step (the same numbers, tests/offline/train/test_distill.py)."""
     n, f = features.shape
     warm = student.cfg.n_layers * (student.cfg.attn_window - 1)
     k = max(1, min(streams, (n - warm) // max(1, 2 * warm) if n > warm else 1))  # stretches
@@ -146,9 +151,10 @@ def streaming_latents(student: LFPStudent, features: np.ndarray, session: int, s
     shape = (student.n_patches, student.cfg.dim) if with_tokens else (student.cfg.dim,)
     lat = np.empty((k, steps, *shape), np.float32)
     xt = torch.from_numpy(x)
-    for t in range(steps):
-        h, kr, vr, seen, phase = student.step_ring_tokens(xt[:, t : t + 1], session, kr, vr, seen, phase)  # (k, P, D)
-        lat[:, t] = (h if with_tokens else h.mean(dim=1)).numpy()
+    with rings_in_place() if in_place else contextlib.nullcontext():
+        for t in range(steps):
+            h, kr, vr, seen, phase = student.step_ring_tokens(xt[:, t : t + 1], session, kr, vr, seen, phase)  # (k, P, D)
+            lat[:, t] = (h if with_tokens else h.mean(dim=1)).numpy()
     out = np.empty((n, *shape), np.float32)
     head = min(n, steps)
     out[:head] = lat[0, :head]

@@ -9,7 +9,8 @@ import torch
 
 from offline.models.student import LFPStudent, StudentConfig
 from offline.models.teacher import SpikeTeacher, TeacherConfig
-from offline.train.distill import standardize_targets, student_latents
+from offline.models.common import rings_in_place
+from offline.train.distill import standardize_targets, streaming_latents, student_latents
 from offline.train.teacher import teacher_latents
 from offline.train.windows import SessionData, sliding_windows
 
@@ -41,6 +42,26 @@ def test_batched_streaming_latents_equal_step_by_step(n):
     np.testing.assert_allclose(fast, full, rtol=1e-4, atol=1e-5)
     idx = np.array([0, n // 2, n - 1])
     np.testing.assert_allclose(student_latents(st, feats, 1, 4, idx, streams=16), fast[idx])
+    # the in-place ring writes (offline evaluation) give exactly the exported graph's functional step
+    np.testing.assert_array_equal(fast, streaming_latents(st, feats, 1, 16, in_place=False))
+
+
+def test_functional_ring_step_leaves_its_input_rings_alone():
+    """Outside `rings_in_place` (export, and every caller that shares its state) a step returns
+    new rings and the ones passed in keep their values; inside it, it writes into them."""
+    st = student(window=4, n_layers=2)
+    x = torch.from_numpy(np.random.default_rng(3).standard_normal((2, 1, 12)).astype(np.float32))
+    state = st.ring_state(2)
+    n_l = st.cfg.n_layers
+    before = [t.clone() for t in state]
+    with torch.no_grad():
+        _, ks, vs, *_ = st.step_ring(x, 1, state[:n_l], state[n_l : 2 * n_l], state[-2], state[-1])
+        assert all(torch.equal(a, b) for a, b in zip(state, before))
+        assert any(not torch.equal(k, b) for k, b in zip(ks, before[:n_l]))  # the newest bin is in the new rings
+        with rings_in_place():
+            _, ks2, vs2, *_ = st.step_ring(x, 1, state[:n_l], state[n_l : 2 * n_l], state[-2], state[-1])
+    assert all(a is b for a, b in zip(ks2, state[:n_l]))  # written where they were
+    assert all(torch.equal(a, b) for a, b in zip(ks2 + vs2, ks + vs))
 
 
 def test_window_latents_are_the_newest_bin_of_each_window():
