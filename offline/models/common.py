@@ -163,8 +163,9 @@ _IN_PLACE = [False]
 @contextlib.contextmanager
 def rings_in_place():
     """Within it, `Block.step_ring` under no_grad writes the newest bin into the rings it is
-    given (eager, no copy) instead of returning new ones: the same numbers, about 30 % less
-    time per step in offline evaluation (`offline.train.distill.streaming_latents`). The rings
+    given (eager, no copy) instead of returning new ones: the same numbers, in less time
+    (session 11, one ad-hoc measurement on a 12,000-bin session: 3.3-4.2 s against 5.0-5.5 s;
+    the evaluation stages about 13 % shorter) for `offline.train.distill.streaming_latents`. The rings
     passed in are changed, so only a caller that owns them may use it; export and training
     (grad enabled, or outside the context) keep the functional ScatterND."""
     prev = _IN_PLACE[0]

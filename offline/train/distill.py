@@ -135,7 +135,7 @@ def streaming_latents(student: LFPStudent, features: np.ndarray, session: int, s
     """All n bins' latents (n, D) of a streaming student; see `student_latents`. With
     `with_tokens`, also the per-patch token outputs (n, P, D) whose mean the latent is.
     `in_place`: write each bin into this function's own rings (`rings_in_place`); False runs
-    the exported graph's functional step (the same numbers, tests/offline/train/test_distill.py)."""
+    the exported graph's functional step (the same numbers, tests/offline/train/test_latents_and_targets.py)."""
     n, f = features.shape
     warm = student.cfg.n_layers * (student.cfg.attn_window - 1)
     k = max(1, min(streams, (n - warm) // max(1, 2 * warm) if n > warm else 1))  # stretches
