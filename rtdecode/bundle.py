@@ -144,6 +144,7 @@ class Bundle:
     provenance: dict
     files: dict
     manifest: dict
+    input_unit: str = "uV"  # the samples' unit the chain was fit on (bundles before it: microvolts)
 
     @property
     def model_path(self) -> Path:
@@ -159,7 +160,7 @@ class Bundle:
 
     def describe(self) -> str:
         return (
-            f"bundle {self.path.name}: {self.n_channels} ch @ {self.sampling_rate:g} Hz, "
+            f"bundle {self.path}: {self.n_channels} ch @ {self.sampling_rate:g} Hz, "
             f"{self.chain.kind} chain, {self.chain.bin_width_s * 1e3:g} ms bins, {self.model.kind} model "
             f"({self.model.window_bins} bins), outputs {list(self.output_names)}"
         )
@@ -222,6 +223,7 @@ def write_bundle(
                 "sampling_rate": chain.fs,
                 "channel_names": list(channel_names) if channel_names else None,
                 "dtype": "float32",
+                "unit": "uV",  # every training source is read in microvolts (NWB: the series' conversion applied)
             },
             "chain": chain.to_dict(),
             "model": model.to_dict(),
@@ -409,4 +411,5 @@ def _parse(path: Path, m: dict) -> Bundle:
         provenance=dict(m.get("provenance") or {}),
         files=dict(files),
         manifest=m,
+        input_unit=str(inp.get("unit") or "uV"),
     )

@@ -120,6 +120,10 @@ def cmd_replay(args) -> int:
 def cmd_info(args) -> int:
     from .bundle import load_bundle
 
+    if Path(args.bundle).suffix.lower() == ".nwb":  # an NWB file: what is in it, and what a distill run reads
+        return _info_nwb(args)
+    if args.config:
+        raise ConfigError("--config goes with an NWB file (rtdecode info FILE.nwb --config DISTILL.toml), not a bundle")
     b = load_bundle(args.bundle)
     if args.json:  # JSON only: scripts parse stdout
         print(json.dumps({k: v for k, v in b.manifest.items() if k != "chain"}, indent=1))
@@ -129,6 +133,24 @@ def cmd_info(args) -> int:
     for e in b.engines:
         print(f"engine {e.file}: {e.gpu_name} sm{e.compute_capability} TensorRT {e.tensorrt_version} {e.precision}")
     return 0
+
+
+def _info_nwb(args) -> int:
+    from offline.data.nwb import describe_file
+
+    mapping, where = None, "the default mapping"
+    if args.config:
+        from offline.train.config import load_config
+
+        mapping, where = load_config(args.config).data.mapping_for(args.bundle), f"{args.config} [data.nwb]"
+    if args.json:
+        raise ConfigError("--json describes a bundle; for an NWB file drop --json")
+    try:
+        text, ok = describe_file(args.bundle, mapping, where)
+    except OSError as e:
+        raise ConfigError(f"{args.bundle} is not a readable NWB (HDF5) file ({e})") from None
+    print(text)
+    return EXIT_OK if ok else EXIT_USAGE
 
 
 def cmd_compile(args) -> int:
@@ -238,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="poll for the next chunk this long either side of when it is due, instead of sleeping "
                         "(at most 5 %% of a chunk's span; costs up to twice that of CPU per chunk; 0: off; "
                         "default: 0.0005)")  # fmt: skip
+    r.add_argument("--input-scale", dest="input_scale", type=positive_float, metavar="FACTOR",
+                   help="multiply every sample by this before the chain: the bundle expects microvolts (manifest "
+                        "input.unit), so a stream in volts needs 1e6, in millivolts 1e3 (default: 1). Bins carry "
+                        "INPUT_SCALE when the amplitude looks wrong")  # fmt: skip
     r.add_argument("--rt-priority", dest="rt_priority", type=nonneg_int, metavar="N",
                    help="run the loop and its liblsl and ZeroMQ threads SCHED_FIFO at priority N (needs root, "
                         "CAP_SYS_NICE or an rtprio limit; without, a warning and normal priority; default: 0, off)")  # fmt: skip
@@ -275,9 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="XDF: the stream to play, by name or type (default: the only numeric stream with a sampling rate)")  # fmt: skip
     rp.set_defaults(func=cmd_replay)
 
-    i = sub.add_parser("info", help="validate a bundle and describe it")
-    i.add_argument("bundle", metavar="DIR", help="decoder bundle folder")
+    i = sub.add_parser("info", help="validate a bundle and describe it; or list an NWB file and what a distill run reads from it")
+    i.add_argument("bundle", metavar="DIR|FILE.nwb", help="decoder bundle folder, or an NWB file")
     i.add_argument("--json", action="store_true", help="print the manifest (without the chain coefficients) as JSON only")
+    i.add_argument("--config", metavar="DISTILL.toml",
+                   help="with an NWB file: read it with this distill config's [data.nwb] mapping (default: the default mapping)")
     i.set_defaults(func=cmd_info)
 
     c = sub.add_parser("compile", help="build a TensorRT engine into a bundle (needs a GPU and the gpu extra)")

@@ -21,7 +21,7 @@ RUN_CHECKS = {
     "threads": positive_int, "deadline_ms": positive_float, "status_interval_s": positive_float,
     "max_chunk": positive_int, "pull_timeout_s": positive_float, "stall_timeout_s": positive_float,
     "resolve_timeout_s": positive_float, "max_fill_s": nonneg_float, "duration_s": positive_float,
-    "address": zmq_address, "spin_s": nonneg_float, "rt_priority": nonneg_int,
+    "address": zmq_address, "spin_s": nonneg_float, "rt_priority": nonneg_int, "input_scale": positive_float,
 }  # fmt: skip
 
 

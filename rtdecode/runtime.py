@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 from .sinks.zmq import (  # message flags, documented in docs/schema.md
     FLAG_CLOCK_RESET,
     FLAG_FLAT_CHANNEL,
+    FLAG_INPUT_SCALE,
     FLAG_GAP,
     FLAG_OVERRUN,
     FLAG_RECONNECTED,
@@ -87,6 +88,15 @@ class RunConfig:
     gc_mode: Literal["tick", "python"] = "tick"  # tick: no automatic collection in the loop, one per status tick
     spin_s: float = 0.0005  # > 0: poll for the next chunk this long either side of its expected arrival
     rt_priority: int = 0  # > 0: SCHED_FIFO at this priority for the loop, liblsl's and ZeroMQ's threads
+    input_scale: float = 1.0  # every sample is multiplied by this before the chain (1e6: a stream in volts
+    # for a bundle trained on microvolts); the amplitude watch (FLAG_INPUT_SCALE) says when it looks wrong
+
+
+# the amplitude watch: the normalised features' mean square over the model window is about 1 on
+# the training data; outside [1/SCALE_BOUND, SCALE_BOUND] (an amplitude off by about 30x or more)
+# on SCALE_CHECKS status periods in a row, bins carry FLAG_INPUT_SCALE
+SCALE_BOUND = 1e3
+SCALE_CHECKS = 3
 
 
 @dataclass
@@ -164,6 +174,11 @@ class Runtime:
         self._flat_flag = 0  # FLAG_FLAT_CHANNEL while the last period found a flat channel
         self.flat_channels: list[int] = []
         self._samples_at_check = 0
+        # amplitude watch (once per status period, on the model window): FLAG_INPUT_SCALE
+        self._scale = np.float32(cfg.input_scale)
+        self._scale_flag = 0
+        self._scale_bad = 0  # status periods in a row out of range
+        self.input_ms: float | None = None  # mean square of the normalised features, last check
         self._carry_flags = 0
         self._one = np.zeros((1, 1, spec.n_features), dtype=np.float32)  # streaming input
         self._pending_flags = 0  # RECONNECTED after a reconnect or reset; a fresh start is only WARMUP
@@ -345,6 +360,8 @@ class Runtime:
         src = self.source
         data, ts = src.data, src.timestamps
         flags = (getattr(src, "last_flags", 0) & _SOURCE_FLAGS) | self._pending_flags
+        if self._scale != 1.0:  # in place, in the source's own buffer (before repair: its values are scaled)
+            np.multiply(data[:n], self._scale, out=data[:n])
         if has_nonfinite(data, n):
             self._repair(data, n)
             flags |= FLAG_REPAIRED
@@ -353,7 +370,7 @@ class Runtime:
             self.first_sample_ts = float(ts[0])
         self.tel.samples += n
         count_changes(data, n, self._ch_last, self._ch_changes)
-        flags |= self._flat_flag
+        flags |= self._flat_flag | self._scale_flag
         gap = getattr(src, "last_gap_samples", 0)
         if gap <= 0:
             self._process(data, n, ts, flags, t_arrive)
@@ -503,11 +520,37 @@ class Runtime:
         self._flat_flag = FLAG_FLAT_CHANNEL if flat.size else 0
         self._ch_changes[:] = 0
 
+    def _check_scale(self) -> None:
+        """Once per status period, after warm-up: the mean square of the normalised features in
+        the model window (about 1 on the training data). Off by more than SCALE_BOUND on
+        SCALE_CHECKS periods in a row, the input's amplitude is not the training data's (a stream
+        in volts or millivolts for a bundle trained on microvolts, a gain setting): bins carry
+        FLAG_INPUT_SCALE until a period is back in range, and one warning says what to do."""
+        if self._warm_bins < self._warm_needed or not self.ring.full:
+            return
+        w = self.ring.window()
+        ms = float(np.mean(np.square(w, dtype=np.float64)))
+        self.input_ms = ms
+        out = not (1.0 / SCALE_BOUND <= ms <= SCALE_BOUND)
+        self._scale_bad = self._scale_bad + 1 if out else 0
+        if out and self._scale_bad == SCALE_CHECKS:
+            unit = getattr(self.bundle, "input_unit", "uV")
+            rms = ms**0.5
+            log.warning(
+                "the input's amplitude is not the training data's: the normalised features' RMS is %.3g (about 1 when "
+                "trained; the bundle expects %s). A stream in volts needs --input-scale 1e6, in millivolts 1e3 "
+                "(now %g); bins carry INPUT_SCALE until it is back in range", rms, unit, float(self._scale))  # fmt: skip
+            self._scale_flag = FLAG_INPUT_SCALE
+        elif not out and self._scale_flag:
+            log.warning("the input's amplitude is back in the training data's range (RMS of the normalised features %.3g)", ms**0.5)
+            self._scale_flag = 0
+
     def _status(self, now: float) -> None:
         self._ticks += 1
         if self._gc_tick:  # the loop's one collection per tick, right after a chunk was handled
             gc.collect()
         self._check_channels()
+        self._check_scale()
         src_ev = getattr(self.source, "events", None)
         p = self.tel.percentiles(since_mark=True)
         pa = self.tel.percentiles(since_mark=True, which="age")
@@ -530,6 +573,8 @@ class Runtime:
             "connected": bool(getattr(self.source, "connected", True)),
             "source_error": getattr(self.source, "last_error", ""),
             "flat_channels": self.flat_channels,
+            "input_rms": None if self.input_ms is None else self.input_ms**0.5,
+            "input_scale_ok": not self._scale_flag,
             "source_events": src_ev.__dict__ if src_ev is not None and hasattr(src_ev, "__dict__") else {},
             "dropped_msgs": getattr(self.sink, "dropped", 0),
             "backend": self.backend_reason,
@@ -563,6 +608,9 @@ class Runtime:
             "reconnects": self.tel.reconnects,
             "repaired_chunks": self.tel.repaired_chunks,
             "flat_channels": self.flat_channels,
+            "input_rms": None if self.input_ms is None else self.input_ms**0.5,
+            "input_scale": float(self._scale),
+            "input_scale_ok": not self._scale_flag,
             "source_events": self.source.events.to_dict() if hasattr(self.source, "events") else {},
             "dropped_msgs": getattr(self.sink, "dropped", 0),
             "backend": self.backend_reason,
@@ -631,6 +679,10 @@ class _StatusPrinter:
     def __init__(self, stream=None):
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._stream = stream if stream is not None else sys.stderr
+        try:  # a terminal gets one line rewritten in place; a pipe or log file one line per status
+            self._tty = bool(self._stream.isatty())
+        except (AttributeError, OSError, ValueError):
+            self._tty = False
         self._wrote = False
         self._thread = threading.Thread(target=self._loop, name="rtdecode-status", daemon=True)
         self._thread.start()
@@ -651,15 +703,14 @@ class _StatusPrinter:
             f = lambda v: f"{v:.2f}" if v is not None else "-"  # noqa: E731
             state = "" if connected else "  [STREAM LOST: reconnecting]"
             try:
-                self._stream.write(
-                    f"\r{rate:6.1f} bins/s  latency p50 {f(p50)} ms p99 {f(p99)} ms  age p99 {f(age99)} ms"
-                    f"  overruns {overruns}  gaps {gaps}  reconnects {reconnects}  [{backend.split(' (')[0]}]{state}   "
-                )
+                line = (f"{rate:6.1f} bins/s  latency p50 {f(p50)} ms p99 {f(p99)} ms  age p99 {f(age99)} ms"
+                        f"  overruns {overruns}  gaps {gaps}  reconnects {reconnects}  [{backend.split(' (')[0]}]{state}")  # fmt: skip
+                self._stream.write(f"\r{line}   " if self._tty else f"{line}\n")
                 self._stream.flush()
                 self._wrote = True
             except (OSError, ValueError):  # closed or broken stream: the loop must not care
                 pass
-        if self._wrote:
+        if self._wrote and self._tty:
             try:
                 self._stream.write("\n")
                 self._stream.flush()

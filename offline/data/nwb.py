@@ -349,8 +349,8 @@ def _find(path, inv: dict, spec: str, key: str, kind, kind_name: str):
     object of that kind. Fails listing the file's contents."""
     if spec in inv:
         if not isinstance(inv[spec], kind):
-            _fail(path, f"mapping.{key} = {spec!r} is a {type(inv[spec]).__name__}, not a {kind_name}", inv,
-                  f"Set mapping.{key} to a {kind_name} listed above.")  # fmt: skip
+            _fail(path, f"mapping.{key} = {spec!r} is {_a(type(inv[spec]).__name__)}, not {_a(kind_name)}", inv,
+                  f"Set mapping.{key} to {_a(kind_name)} listed above.")  # fmt: skip
         return spec, inv[spec]
     cands = [p for p, o in inv.items() if p.rsplit("/", 1)[-1] == spec and isinstance(o, kind)]
     if not cands:
@@ -359,8 +359,13 @@ def _find(path, inv: dict, spec: str, key: str, kind, kind_name: str):
         return cands[0], inv[cands[0]]
     if cands:
         _fail(path, f"mapping.{key} = {spec!r} could be any of {', '.join(cands)}", inv, f"Set mapping.{key} to one of these paths.")
-    _fail(path, f"mapping.{key} = {spec!r} is not a {kind_name} in this file", inv,
+    _fail(path, f"mapping.{key} = {spec!r} is not {_a(kind_name)} in this file", inv,
           f"Set mapping.{key} to one of the {kind_name} paths (or unique names) listed above.")  # fmt: skip
+
+
+def _a(noun: str) -> str:
+    """'a SpatialSeries', 'an ElectricalSeries'."""
+    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
 
 
 def _pick_lfp(path, inv: dict, m: NWBMapping):
@@ -619,6 +624,44 @@ def _behavior_hint(inv: dict, m: NWBMapping) -> str:
             f"[data.nwb] table\n    behavior_module = \"{mod}\"{others}\n"
             f"(outputs named after the series: {', '.join(n for n, _ in own)}), or name the outputs yourself:\n"
             f"    [data.nwb.outputs]\n{table}")  # fmt: skip
+
+
+def describe_file(path: str | Path, mapping: NWBMapping | None = None, where: str = "the default mapping") -> tuple[str, bool]:
+    """`rtdecode info FILE.nwb`: every object in the file, then what `mapping` (default: the
+    default mapping) reads from it, or why it cannot and what to set. Returns (text, readable)."""
+    from pynwb import NWBHDF5IO
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such NWB file")
+    with NWBHDF5IO(str(path), "r") as io:
+        inv = inventory(io.read())
+        listing = _describe(inv)
+        try:
+            li = lfp_info(path, inv, mapping or NWBMapping())[0]
+        except NWBMappingError:
+            li = None
+    lines = [f"{path} contains:", listing, ""]
+    try:
+        s = read_session(path, mapping)
+    except NWBMappingError as e:
+        problem = str(e).split(". The file contains:")[0]
+        fix = str(e).rsplit("\n", 1)[-1]
+        return "\n".join(lines + [f"{where} cannot read it: {problem}.", fix,
+                                   "Set it in a distill config's [data.nwb] table (README, 'Data: NWB and the simulator')."]), False  # fmt: skip
+    n, c = s.lfp.shape
+    unit = "microvolts as stored" if li is None or li.scale == 1.0 else f"read in microvolts (x {li.scale:g})"
+    lines += [
+        f"{where} reads:",
+        f"  LFP      {li.path if li else '?'}: {c} channels at {s.lfp_rate:g} Hz, {n / s.lfp_rate:.1f} s from t = {s.t0:g} s, {unit}",
+        f"  spikes   {s.spikes.shape[1]} units, binned at {s.bin_width * 1e3:g} ms on the LFP's time base ({s.spikes.shape[0]} bins)",
+        f"  behaviour {len(s.behavior_names)} outputs at the bin centres: "
+        + ", ".join(f"{nm} [{u}]" if u else nm for nm, u in zip(s.behavior_names, s.behavior_units or [""] * len(s.behavior_names))),
+        f"  session  {s.session_id}, subject {s.subject}",
+    ]  # fmt: skip
+    if hasattr(s.lfp, "close"):
+        s.lfp.close()
+    return "\n".join(lines), True
 
 
 def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, lazy: bool = True) -> Session:

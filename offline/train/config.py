@@ -134,6 +134,9 @@ class LossConfig:
     # (mask_ratio), and each keeps the one whose frozen latents a lagged ridge decodes better on the
     # validation block (mean R² of every output over the training sessions): the same rule for both
     # (pipeline._pretrain_choice); the report and the bundle's provenance name the choice and both scores
+    finetune_from: str = "chosen"  # with choose_masking: which pre-trained candidate fine-tuning starts from, for
+    # both students alike: "chosen" (the one kept for the frozen readout), "masked" or "plain". On `dynamics`
+    # the masked start fine-tuned better in 4 of 4 pairs although plain won the frozen readout (docs/distill.md, session 12)
     standardize_targets: str = "session"  # z-score teacher latents (training bins) before the cosine: "session"
     # (per session: removes the per-session offset a cosine is otherwise met by), "global" or "none"
 
@@ -146,6 +149,11 @@ class LossConfig:
                              f"must be > 0 (the masked candidate), got {self.mask_ratio}")
         if self.choose_masking and not self.recon > 0.0:
             raise ValueError(f"loss.choose_masking = true needs loss.recon > 0 (both candidates autoencode), got {self.recon}")
+        if self.finetune_from not in ("chosen", "masked", "plain"):
+            raise ValueError(f"loss.finetune_from must be 'chosen', 'masked' or 'plain', got {self.finetune_from!r}")
+        if self.finetune_from != "chosen" and not self.choose_masking:
+            raise ValueError(f"loss.finetune_from = {self.finetune_from!r} picks one of the two pre-trained candidates: it "
+                             "needs loss.choose_masking = true (without it there is one pre-trained student; drop the key)")  # fmt: skip
         if self.standardize_targets not in ("session", "global", "none"):
             raise ValueError(f"loss.standardize_targets must be 'session', 'global' or 'none', got {self.standardize_targets!r}")
 
@@ -169,6 +177,9 @@ class ExportConfig:
     # "distilled" (the distilled student, see `model`), "lfp_only" (the multi-session LFP-only
     # model, fine-tuned) or "ridge" (the lagged ridge on the LFP features, of `session`)
     choose: str = "best"
+    # the outputs "best" is scored on (names, e.g. ["vx", "vy", "grip"]): the ones the experiment uses;
+    # empty: every output (a position that no decoder predicts can dominate the mean otherwise)
+    choose_outputs: list[str] = field(default_factory=list)
     model: str = "distilled_sup"  # which distilled student: "distilled_sup" or "distilled" (ridge on its latents)
     session: int = 0  # its session embedding is frozen into the graph
     opset: int = 17

@@ -61,19 +61,24 @@ def summarize(rows: list[dict], comparisons: list[tuple[str, str]], outputs: lis
     return out
 
 
-def val_score(rows: list[dict], model: str) -> float | None:
+def val_score(rows: list[dict], model: str, outputs: list[int] | None = None) -> float | None:
     """Validation R² of a model: mean over the training sessions' held-out-time rows of the
-    mean "val_r2" over outputs (the validation block: never the test block)."""
-    v = [float(np.mean(r["val_r2"])) for r in rows if r["model"] == model and r["split"] == "held_out_time" and "val_r2" in r]
+    mean "val_r2" over outputs (`outputs`: those columns only; default every output) (the
+    validation block: never the test block)."""
+    v = [float(np.mean(r["val_r2"] if not outputs else [r["val_r2"][k] for k in outputs]))
+         for r in rows if r["model"] == model and r["split"] == "held_out_time" and "val_r2" in r]  # fmt: skip
     return float(np.mean(v)) if v else None
 
 
-def choose_decoder(rows: list[dict], choose: str, candidates: dict[str, str], n_sessions: int | None = None) -> dict:
+def choose_decoder(rows: list[dict], choose: str, candidates: dict[str, str], n_sessions: int | None = None,
+                   outputs: list[str] | None = None, names: list[str] | None = None) -> dict:  # fmt: skip
     """The decoder for the bundle: `choose` "best" takes the candidate ({name: evaluation row
-    model}) with the highest validation R²; a candidate name forces it. Returns the choice, every
-    candidate's validation R², the margin of the chosen one over the best other (negative when
-    a forced choice is not the best), and a warning when it is below the lagged ridge."""
-    val = {k: val_score(rows, m) for k, m in candidates.items()}
+    model}) with the highest validation R² (on the outputs named in `outputs`, of `names`;
+    default every output); a candidate name forces it. Returns the choice, every candidate's
+    validation R², the margin of the chosen one over the best other (negative when a forced
+    choice is not the best), and a warning when it is below the lagged ridge."""
+    idx = [list(names).index(o) for o in outputs] if outputs else None
+    val = {k: val_score(rows, m, idx) for k, m in candidates.items()}
     val = {k: v for k, v in val.items() if v is not None}
     if not val:
         raise ValueError("no validation R² for any exported-decoder candidate: the evaluation rows have no val_r2")
@@ -86,7 +91,8 @@ def choose_decoder(rows: list[dict], choose: str, candidates: dict[str, str], n_
     others = {k: v for k, v in val.items() if k != chosen}
     runner = max(others, key=lambda k: others[k]) if others else None
     out = {"choose": choose, "chosen": chosen, "row": candidates[chosen], "val_r2": val, "runner_up": runner,
-           "margin": None if runner is None else val[chosen] - val[runner], "n_sessions": n_sessions}  # fmt: skip
+           "margin": None if runner is None else val[chosen] - val[runner], "n_sessions": n_sessions,
+           "outputs": list(outputs) if outputs else "all"}  # fmt: skip
     ridge = val.get("ridge")
     out["below_ridge"] = bool(ridge is not None and chosen != "ridge" and val[chosen] < ridge)
     out["warning"] = (f"the exported decoder ({chosen}, validation R² {val[chosen]:.3f}) is below the lagged ridge on LFP "
@@ -98,7 +104,8 @@ def choose_decoder(rows: list[dict], choose: str, candidates: dict[str, str], n_
 def choice_markdown(c: dict) -> str:
     lines = ["", "### Exported decoder", "",
              f"**{c['chosen']}** (export.choose = \"{c['choose']}\"; row {c['row']}). Validation R² (mean over the "
-             "training sessions' validation blocks, all outputs): "
+             "training sessions' validation blocks, "
+             + ("all outputs" if c.get("outputs", "all") == "all" else "outputs " + ", ".join(c["outputs"])) + "): "
              + ", ".join(f"{k} {v:.3f}" for k, v in sorted(c["val_r2"].items(), key=lambda kv: -kv[1])) + "."]  # fmt: skip
     if c["runner_up"] is not None:
         lines.append(f"Margin over the runner-up ({c['runner_up']}): {c['margin']:+.3f}.")

@@ -224,6 +224,10 @@ def objective_markdown(objectives: dict | None) -> str:
         if c:
             v = c["val_r2"]
             lines.append(f"| {label} | {v['plain']:.3f} | {v['masked']:.3f} | **{c['chosen']}** ({c['mask_ratio']:g}) |")
+    starts = {k: c.get("finetune_from") for k, c in objectives.items() if c and c.get("finetune_from")}
+    if any(objectives[k]["chosen"] != t for k, t in starts.items()):
+        lines += ["", "Fine-tuning started from the " + ", ".join(f"{t} candidate ({k})" for k, t in starts.items())
+                  + " (loss.finetune_from)."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -250,14 +254,16 @@ def _frozen_val_r2(model, data, train: list[int], cfg) -> float:
     return float(np.mean(vals))
 
 
-def _pretrain_choice(name: str, cfg, data, train: list[int], ckpt, fixed_ratio: float, train_one) -> tuple:
+def _pretrain_choice(name: str, cfg, data, train: list[int], ckpt, fixed_ratio: float, train_one,
+                     keep: dict | None = None) -> tuple:  # fmt: skip
     """A student's pre-training (stage `name`). Without loss.choose_masking: `train_one(name,
     fixed_ratio)`. With it: `train_one(name + "_plain", 0.0)` and `train_one(name + "_masked",
     loss.mask_ratio)` (each its own stage: own checkpoint, own batch order), and the one whose
     frozen latents decode better on the validation block (`_frozen_val_r2`; a tie keeps plain)
     is stored as stage `name` with the choice beside it, so everything after (fine-tuning,
     evaluation, `rtdecode analyze`) reads `name` as before. The same rule for the distilled and
-    the LFP-only student. Returns (student, choice dict or None)."""
+    the LFP-only student. Returns (student, choice dict or None); `keep` (a dict) receives the
+    candidates trained here, {tag: student}, for `_finetune_start`."""
     if not cfg.loss.choose_masking:
         return train_one(name, fixed_ratio), None
     done = ckpt.done(name)
@@ -271,10 +277,28 @@ def _pretrain_choice(name: str, cfg, data, train: list[int], ckpt, fixed_ratio: 
     best = max(cands, key=lambda t: cands[t][2])  # max keeps the first of equals: plain
     choice = {"chosen": best, "mask_ratio": cands[best][0], "stage": f"{name}_{best}",
               "val_r2": {t: round(v[2], 6) for t, v in cands.items()},
+              "finetune_from": best if cfg.loss.finetune_from == "chosen" else cfg.loss.finetune_from,
               "rule": "lagged ridge on the frozen latents, validation block, mean of every output over the training sessions"}  # fmt: skip
     model = cands[best][1]
     ckpt.finish(name, {"model": {f"student.{k}": v for k, v in model.state_dict().items()}, "objective_choice": choice})
+    if keep is not None:
+        keep.update({t: v[1] for t, v in cands.items()})
     return model, choice
+
+
+def _finetune_start(name: str, cfg, chosen, choice: dict | None, train_one, kept: dict):
+    """The pre-trained student fine-tuning starts from: the chosen one, or with loss.finetune_from
+    "masked" / "plain" that candidate (`kept` from `_pretrain_choice`, or, in a resumed run, its
+    finished stage `name`_tag, loaded). The same for both students. Records the start in
+    `choice` ("finetune_from")."""
+    if choice is None:
+        return chosen
+    tag = choice["finetune_from"] = choice["chosen"] if cfg.loss.finetune_from == "chosen" else cfg.loss.finetune_from
+    if tag == choice["chosen"]:
+        return chosen
+    if tag in kept:
+        return kept[tag]
+    return train_one(f"{name}_{tag}", cfg.loss.mask_ratio if tag == "masked" else 0.0)  # resumed: loads the finished stage
 
 
 # ------------------------------------------------------------------------------------------
@@ -515,11 +539,12 @@ def _teacher_side(cfg, data, n_train, nb, ckpt, dd, tick=lambda name: None):
         targets = {i: teacher_latents(teacher, data[i].spikes, i, tseq) for i in train}
         targets = standardize_targets(targets, data, cfg.loss.standardize_targets)
     tick("teacher")
-    distilled, choice = _pretrain_choice(
-        "distill", cfg, data, train, ckpt, cfg.loss.distill_mask_ratio,
-        lambda name, ratio: _train_student(name, cfg, data, train, targets, ckpt, dd, None, cfg.distill, 0.0, nb, ratio)[0])  # fmt: skip
+    pretrain = lambda name, ratio: _train_student(name, cfg, data, train, targets, ckpt, dd, None, cfg.distill, 0.0, nb, ratio)[0]  # noqa: E731
+    kept: dict = {}
+    distilled, choice = _pretrain_choice("distill", cfg, data, train, ckpt, cfg.loss.distill_mask_ratio, pretrain, kept)
+    start = _finetune_start("distill", cfg, distilled, choice, pretrain, kept)
     tick("distill")
-    sup, sup_head = _train_student("distill_sup", cfg, data, train, targets, ckpt, dd, distilled, cfg.supervised, 1.0, nb)
+    sup, sup_head = _train_student("distill_sup", cfg, data, train, targets, ckpt, dd, start, cfg.supervised, 1.0, nb)
     tick("supervised")
     return {"teacher": teacher, "distilled": distilled, "sup": sup, "sup_head": sup_head, "distilled_objective": choice}
 
@@ -529,16 +554,17 @@ def _baseline_side(cfg, data, n_train, nb, ckpt, dd, tick=lambda name: None):
     train = list(range(n_train))
     f = data[0].features.shape[1]
     vb = cfg.validation.batches
-    unsup, choice = _pretrain_choice(
-        "lfp_multi_unsup", cfg, data, train, ckpt, cfg.loss.mask_ratio,
-        lambda name, ratio: train_lfp_only(name, cfg.student_cfg, data, train, f, nb, cfg.distill, cfg.seq_bins(cfg.distill),
-                                           cfg.seed + 5, cfg.loss.recon, ckpt, dd, supervised=False, mask_ratio=ratio,
-                                           val_batches=vb)[0])  # fmt: skip
+    pretrain = lambda name, ratio: train_lfp_only(name, cfg.student_cfg, data, train, f, nb, cfg.distill, cfg.seq_bins(cfg.distill),  # noqa: E731
+                                                  cfg.seed + 5, cfg.loss.recon, ckpt, dd, supervised=False, mask_ratio=ratio,
+                                                  val_batches=vb)[0]  # fmt: skip
+    kept: dict = {}
+    unsup, choice = _pretrain_choice("lfp_multi_unsup", cfg, data, train, ckpt, cfg.loss.mask_ratio, pretrain, kept)
     unsup.eval()
+    start = _finetune_start("lfp_multi_unsup", cfg, unsup, choice, pretrain, kept)
     tick("lfp_multi_unsup")
     multi, multi_head, multi_map = train_lfp_only("lfp_multi", cfg.student_cfg, data, train, f, nb, cfg.supervised,
                                                   cfg.seq_bins(cfg.supervised), cfg.seed + 3, cfg.loss.recon, ckpt, dd,
-                                                  init=unsup, behavior=cfg.loss.behavior, val_batches=vb)  # fmt: skip
+                                                  init=start, behavior=cfg.loss.behavior, val_batches=vb)  # fmt: skip
     multi.eval()
     tick("lfp_multi")
     singles = {}
@@ -567,7 +593,7 @@ def _stage_worker(part: str, cfg, data, n_train: int, nb: int, root: str, which:
     torch.set_num_threads(max(1, cfg.threads))
     ckpt = Checkpoints(root, resume=resume or part == "evaluate", every=cfg.checkpoint_every, clear=False)
     if part == "baselines":
-        tick = _Ticks()
+        tick = _Ticks(say=" 2nd process")
         models = _baseline_side(cfg, data, n_train, nb, ckpt, Dist(), tick)
         rows = evaluate_all(cfg, data, n_train, models, bar=False, part="baselines")
         tick("evaluate (baselines)")
@@ -580,16 +606,22 @@ def _stage_worker(part: str, cfg, data, n_train: int, nb: int, root: str, which:
 
 
 class _Ticks:
-    """Stage timings: tick(name) records the seconds since the previous tick."""
+    """Stage timings: tick(name) records the seconds since the previous tick and, with `say`,
+    prints one line per finished stage to stderr (a long run without a terminal, its output
+    redirected to a log, shows where it is; the bars show only on a terminal)."""
 
-    def __init__(self):
+    def __init__(self, say: str | None = None):
         self.times: dict[str, float] = {}
         self.start = self.last = time.perf_counter()
+        self.say = say
 
     def __call__(self, name: str) -> None:
         now = time.perf_counter()
         self.times[name] = round(now - self.last, 2)
         self.last = now
+        if self.say is not None:
+            print(f"[distill{self.say}] {name}: done in {self.times[name]:.0f} s "
+                  f"({(now - self.start) / 60:.1f} min since the start)", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def _stage_names(cfg, n_sessions: int) -> list[str]:
@@ -666,11 +698,15 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
     dd = init_distributed()
     out = Path(out_dir)
     ckpt = Checkpoints(out / "checkpoints", resume=resume, every=cfg.checkpoint_every, rank=dd.rank)
-    tick = _Ticks()
+    tick = _Ticks(say="" if dd.main else None)
     times = tick.times
 
     sessions = sessions if sessions is not None else load_sessions(cfg)
     chain, data, n_train = prepare(sessions, cfg)
+    unknown = [o for o in cfg.export.choose_outputs if o not in list(sessions[0].behavior_names)]
+    if unknown:
+        raise ConfigError(f"export.choose_outputs names {unknown}, which the data do not have; its outputs are "
+                          f"{list(sessions[0].behavior_names)}")  # fmt: skip
     if cfg.export.session >= n_train or cfg.eval.zero_shot_from >= n_train:
         raise ConfigError(f"export.session ({cfg.export.session}) and eval.zero_shot_from ({cfg.eval.zero_shot_from}) "
                           f"must name a training session (0..{n_train - 1})")  # fmt: skip
@@ -678,6 +714,10 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
 
     nb = chain.n_branches
     jobs = cfg.jobs if dd.world == 1 else 1  # under torchrun, DDP already uses every process
+    if dd.main:
+        print(f"[distill] {len(data)} sessions ({n_train} training, {len(data) - n_train} unseen); "
+              + ("the teacher chain trains here, the LFP-only baselines in a 2nd process" if jobs > 1 else
+                 "every stage in this process") + f"; checkpoints in {ckpt.root}", file=sys.stderr, flush=True)  # fmt: skip
     pool = _pool(jobs)
     try:
         if pool is not None:
@@ -730,7 +770,8 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
         kin = [k for k, nm in enumerate(names) if nm in ("vx", "vy", "grip")]
         subsets = {"velocity and grip (" + ", ".join(names[k] for k in kin) + ")": kin} if kin else None
         summary = summarize(rows, COMPARISONS, subsets=subsets, output_names=names)
-        choice = choose_decoder(rows, cfg.export.choose, {**CHOICES, "distilled": _distilled_row(cfg)}, n_train)
+        choice = choose_decoder(rows, cfg.export.choose, {**CHOICES, "distilled": _distilled_row(cfg)}, n_train,
+                                outputs=list(cfg.export.choose_outputs), names=names)  # fmt: skip
         summary["export_choice"] = choice
         objectives = {k: models.get(f"{k}_objective") for k in ("distilled", "lfp_only")}
         summary["objective_choice"] = objectives if any(objectives.values()) else None

@@ -89,6 +89,7 @@ FLAG_STALE = 32
 FLAG_CLOCK_RESET = 64
 FLAG_TIME_JITTER = 128
 FLAG_FLAT_CHANNEL = 256
+FLAG_INPUT_SCALE = 512
 FLAG_NAMES = {
     FLAG_GAP: "GAP",
     FLAG_REPAIRED: "REPAIRED",
@@ -99,6 +100,7 @@ FLAG_NAMES = {
     FLAG_FLAT_CHANNEL: "FLAT_CHANNEL",
     FLAG_CLOCK_RESET: "CLOCK_RESET",
     FLAG_TIME_JITTER: "TIME_JITTER",
+    FLAG_INPUT_SCALE: "INPUT_SCALE",
 }
 
 _KIN_FIELDS = {"seq": int, "t_lsl": float, "t_pub": float, "lat_ms": float, "flags": int, "values": bytes}

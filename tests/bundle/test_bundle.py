@@ -41,6 +41,16 @@ def test_round_trip_and_decoding(bundle_dir):
     assert (r2_score(beh[200:], y[200:]) > 0.9).all()
 
 
+def test_the_manifest_says_the_input_is_microvolts_and_older_ones_read_as_such(bundle_dir, tmp_path):
+    """input.unit: every training source is read in microvolts; a manifest written before the
+    field existed loads as microvolts too (what those bundles were trained on)."""
+    b = load_bundle(bundle_dir)
+    assert b.manifest["input"]["unit"] == "uV" and b.input_unit == "uV"
+    p = _copy(bundle_dir, tmp_path)
+    _edit(p, lambda m: m["input"].pop("unit"))
+    assert load_bundle(p).input_unit == "uV"
+
+
 def test_refuses_a_changed_file(bundle_dir, tmp_path):
     p = _copy(bundle_dir, tmp_path)
     with open(p / "model.onnx", "r+b") as f:

@@ -15,10 +15,13 @@ import time
 import numpy as np
 import pytest
 
-from rtdecode.sinks.zmq import FLAG_FLAT_CHANNEL, FLAG_OVERRUN, FLAG_RECONNECTED, FLAG_REPAIRED, Subscriber
+from rtdecode.recording import Recording
+from rtdecode.runtime import SCALE_BOUND
+from rtdecode.sinks.zmq import (FLAG_FLAT_CHANNEL, FLAG_INPUT_SCALE, FLAG_OVERRUN, FLAG_RECONNECTED, FLAG_REPAIRED,
+                               FLAG_WARMUP, Subscriber)  # fmt: skip
 from tests.conftest import start_outlet, unique_name
 from tests.harness import Harness, free_address, run_outlet
-from tests.helpers import make_bundle
+from tests.helpers import make_bundle, synthetic_recording
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +82,63 @@ def test_healthy_channels_are_not_flagged_flat(bundle4):
     h, summary, _ = run_outlet(bundle4, "noflat", duration=4.0)
     assert summary["flat_channels"] == [] and h.msgs
     assert not any(m["flags"] & FLAG_FLAT_CHANNEL for m in h.msgs)
+
+
+def _replay_scaled(bundle, lfp, tmp_path, tag: str, **harness) -> Harness:
+    """The runtime on `rtdecode replay` of `lfp` (4 channels, 1 kHz) in another process, until it ends."""
+    rec = tmp_path / f"{tag}.npz"
+    Recording(lfp, 1000.0).save(rec)
+    name = unique_name(tag)
+    h = Harness(bundle, name, **harness).start()
+    proc = subprocess.Popen([sys.executable, "-m", "rtdecode.cli", "replay", str(rec), "--name", name, "--chunk", "10"],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("READY"), line
+        h.t0 = float(line.split()[1])  # replay stamps sample k at t0 + k / rate
+        h.collect(lambda h: proc.poll() is not None, timeout=30)
+        time.sleep(0.3)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        h.stop()
+    return h
+
+
+def test_a_stream_in_volts_is_flagged_and_input_scale_repairs_it(tmp_path):
+    """A bundle trained on microvolts fed the same LFP in volts decodes a constant: the
+    amplitude watch flags its bins INPUT_SCALE (and says so in status), while the same stream
+    in microvolts is not flagged, and --input-scale 1e6 gives back the microvolt run's output."""
+    # no high-pass: the chain settles in a few bins, so that the watch has a few seconds to judge
+    b = make_bundle(tmp_path / "b", n_channels=4, window_bins=10, highpass_hz=None)
+    lfp, _ = synthetic_recording(n_samples=6000, n_channels=4, seed=3)
+    runs = {tag: _replay_scaled(b, x, tmp_path, tag, **kw)
+            for tag, x, kw in (("uv", lfp, {}), ("volts", lfp * 1e-6, {}), ("fixed", lfp * 1e-6, {"input_scale": 1e6}))}  # fmt: skip
+    for tag, h in runs.items():
+        after = [m for m in h.msgs if not m["flags"] & FLAG_WARMUP]
+        assert len(after) > 150, tag  # seconds of bins past warm-up: the watch had its checks
+        flagged = [m for m in after if m["flags"] & FLAG_INPUT_SCALE]
+        judged = [s for s in h.status if s.get("input_rms") is not None]
+        assert judged, tag
+        if tag == "volts":
+            assert flagged and after[-1]["flags"] & FLAG_INPUT_SCALE  # flagged, and it stays flagged
+            assert not judged[-1]["input_scale_ok"] and judged[-1]["input_rms"] < SCALE_BOUND**-0.5
+            assert not h.summary["input_scale_ok"]
+        else:
+            assert not flagged, tag
+            assert all(s["input_scale_ok"] for s in judged) and 0.03 < judged[-1]["input_rms"] < 30, tag
+    # --input-scale 1e6 decodes the volts as the offline pass decodes the microvolts, bin for bin
+    from rtdecode.batch import decode_recording
+
+    fx = runs["fixed"]
+    offset = int(round((fx.summary["first_sample_ts"] - fx.t0) * 1000.0))
+    offline = decode_recording(b, lfp[offset:])
+    online = np.stack([m["values"] for m in fx.msgs])
+    assert len(online) == len(offline)
+    np.testing.assert_allclose(online, offline, rtol=1e-3, atol=1e-3 * np.abs(offline).max())
+    y_volts = np.stack([m["values"] for m in runs["volts"].msgs[-100:]])
+    assert y_volts.std(0).max() < 1e-3 * online[-100:].std(0).min()  # what the flag is for: a constant
 
 
 def test_nan_samples_are_repaired_flagged_and_values_stay_finite(bundle4):

@@ -254,6 +254,31 @@ def test_status_line_is_written_off_the_real_time_thread(bundle_nohp, monkeypatc
     assert max(m["lat_ms"] for m in h.msgs) < 0.5 * slow.block_s * 1e3, summary["lat_ms"]
 
 
+@pytest.mark.parametrize("tty", [True, False])
+def test_status_line_is_rewritten_on_a_terminal_and_one_line_each_in_a_log(tty):
+    """A terminal gets one line rewritten in place (carriage returns); a pipe or log file one
+    newline-terminated line per status, so that a redirected log stays readable."""
+    import io
+
+    from rtdecode.runtime import _StatusPrinter
+
+    class Stream(io.StringIO):
+        def isatty(self):
+            return tty
+
+    out = Stream()
+    p = _StatusPrinter(out)
+    for k in range(3):
+        p.put((100.0, 0.5 + k, 2.0, 3.0, 0, 0, 0, "onnxruntime (cpu)", True))
+    p.close()
+    text = out.getvalue()
+    assert text.count("bins/s") == 3
+    if tty:
+        assert text.count("\r") == 3 and text.count("\n") == 1 and text.endswith("\n")
+    else:
+        assert "\r" not in text and text.count("\n") == 3 and "latency p50 1.50 ms" in text.splitlines()[1]
+
+
 @pytest.mark.parametrize("opts", [{"gc_mode": "tick", "spin_s": 0.0005, "rt_priority": 1}, {"gc_mode": "python"}])
 def test_loop_scheduling_options_keep_every_bin_and_restore_the_process(bundle_nohp, opts):
     """gc_mode tick: no automatic collection while the loop runs, exactly one per status tick,

@@ -241,7 +241,7 @@ def test_bad_choices_inside_good_files_are_refused(tmp_path, capsys):
         (["replay", str(xdf)], "2 streams could be played; the file has: 'Markers'"),
         (["replay", str(xdf), "--xdf-stream", "EEG"], "no stream named or typed 'EEG'; the file has:"),
         (["replay", str(xdf), "--xdf-stream", "Markers"], "cannot be replayed: it needs numeric samples at a nominal rate"),
-        (["replay", str(nwb), "--nwb-lfp", "nope"], "mapping.lfp = 'nope' is not a ElectricalSeries in this file"),
+        (["replay", str(nwb), "--nwb-lfp", "nope"], "mapping.lfp = 'nope' is not an ElectricalSeries in this file"),
         (["replay", str(nwb), "--xdf-stream", "LFP"], "--xdf-stream chooses a stream of an XDF file"),
         (["replay", str(xdf), "--nwb-lfp", "raw"], "--mapping and --nwb-lfp choose the series of an NWB file"),
         (["replay", str(nwb), "--mapping", str(tmp_path / "none.toml")], "none.toml does not exist"),

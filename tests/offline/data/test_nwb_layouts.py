@@ -206,7 +206,7 @@ def test_per_file_override_and_its_error_without_it(tmp_path):
     with pytest.raises(ConfigError) as e:
         _load(_config(tmp_path, [pa, pb]))
     msg = str(e.value)
-    assert "day2-rig2.nwb: mapping.lfp = 'ElectricalSeries' is not a ElectricalSeries in this file" in msg
+    assert "day2-rig2.nwb: mapping.lfp = 'ElectricalSeries' is not an ElectricalSeries in this file" in msg
     assert "acquisition/raw_voltage (ElectricalSeries, shape (9000, 8), 1000 Hz" in msg
     assert '[data.nwb.files."' in msg  # says where a per-file fix goes
     over = '[data.nwb.files."*-rig2.nwb"]   # a glob on the file name\nlfp = "raw_voltage"\n'
@@ -299,3 +299,30 @@ def test_the_shipped_example_config_reads_its_layout(tmp_path):
     for s, t in zip(sessions, truths):
         assert s.behavior_names == ["x", "y", "vx", "vy", "grip"] and s.behavior_units == ["m", "m", "m/s", "m/s", "N"]
         np.testing.assert_allclose(np.asarray(s.lfp[:500]), t["counts"][:500] * 0.195, rtol=1e-6, atol=1e-4)
+
+
+def test_info_lists_a_file_and_says_what_the_mapping_reads_or_what_to_set(tmp_path):
+    """`rtdecode info FILE.nwb [--config C]`: the file's objects, then what the default mapping
+    (or the config's [data.nwb]) reads from it: LFP in microvolts, units, outputs with units;
+    exit 2 with the mapping's fix when it cannot read the file."""
+    import subprocess
+    import sys
+
+    d = truth(7)
+    pa = write_layout_a(tmp_path / "day1.nwb", d)  # grip as a BehavioralTimeSeries in a 'tracking' module
+
+    def info(*args):
+        r = subprocess.run([sys.executable, "-m", "rtdecode.cli", "info", *map(str, args)], capture_output=True, text=True)
+        return r.returncode, r.stdout + r.stderr
+
+    rc, out = info(pa)  # the default mapping looks for behaviour under processing/behavior: there is none
+    assert rc == 2, out
+    assert "acquisition/ElectricalSeries (ElectricalSeries, shape (9000, 8), 1000 Hz" in out
+    assert "the default mapping cannot read it" in out and "no behaviour" in out
+    rc, out = info(pa, "--config", _config(tmp_path, [pa]))
+    assert rc == 0, out
+    assert "LFP      acquisition/ElectricalSeries: 8 channels at 1000 Hz" in out and "read in microvolts (x 0.195)" in out
+    assert f"spikes   {d['spikes'].shape[1]} units" in out
+    assert "x [m], y [m], vx [m/s], vy [m/s], grip [N]" in out  # velocity derived (the config says so)
+    rc, out = info(tmp_path / "missing.nwb")
+    assert rc == 2 and "is not a readable NWB" in out

@@ -135,15 +135,22 @@ def test_same_seed_same_metrics_and_resume_after_kill(tmp_path, monkeypatch):
     assert a == b
 
 
-def test_two_processes_give_the_same_models_and_metrics(tmp_path):
+def test_two_processes_give_the_same_models_and_metrics(tmp_path, capfd):
     """jobs = 2: the baselines train in a spawned process while this one trains the teacher
-    chain, and the evaluation is split by session; every number equals the one-process run."""
+    chain, and the evaluation is split by session; every number equals the one-process run.
+    Both processes print one line per finished stage (a run whose output goes to a log shows
+    where it is)."""
     from offline.train.pipeline import _eval_shares, run_distill
 
     sessions = tiny_sessions(n_bins=700)
     cfg = tiny_cfg("streaming", eval={"new_embedding_bins": 200, "new_embedding_steps": 2, "fit_stride": 3})
     run_distill(cfg, tmp_path / "one", sessions=sessions)
+    capfd.readouterr()
     run_distill({**cfg, "jobs": 2}, tmp_path / "two", sessions=sessions)
+    err = capfd.readouterr().err
+    for line in ("[distill] teacher: done in", "[distill 2nd process] lfp_multi: done in", "[distill] export: done in",
+                 "the LFP-only baselines in a 2nd process"):  # fmt: skip
+        assert line in err, err
     assert metrics(tmp_path / "one")["rows"] == metrics(tmp_path / "two")["rows"]
     for name in ("distill_sup", "lfp_multi", "lfp_single_2"):
         a = torch.load(tmp_path / "one" / "checkpoints" / f"{name}.pt", weights_only=False)["model"]
@@ -206,3 +213,6 @@ def test_shapes_that_do_not_fit_the_data_are_refused(tmp_path):
         run_distill(tiny_cfg(window_bins=400), tmp_path / "y", sessions=tiny_sessions(n_bins=600))
     with pytest.raises(ConfigError, match="leaves no training session"):
         run_distill(tiny_cfg(data={"held_out_sessions": 3}), tmp_path / "z", sessions=tiny_sessions(n_bins=600))
+    with pytest.raises(ConfigError, match=r"export.choose_outputs names \['speed'\].*its outputs are"):
+        run_distill(tiny_cfg(export={"choose": "best", "choose_outputs": ["speed"]}), tmp_path / "w",
+                    sessions=tiny_sessions(n_bins=600))  # fmt: skip

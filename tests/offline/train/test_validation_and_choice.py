@@ -168,6 +168,25 @@ def test_choose_decoder_ranks_by_validation_and_warns_below_the_ridge():
     assert "below the lagged ridge" in f["warning"]
 
 
+def test_the_choice_can_be_scored_on_the_outputs_the_experiment_uses():
+    """export.choose_outputs: "best" on those outputs only. Here a position that one decoder
+    gets less wrong decides the all-output mean; on velocity the other one is better."""
+    from offline.train.config import ConfigError, load_config
+    from offline.train.evaluate import choose_decoder
+
+    names = ["x", "vx"]
+    val = {"sup": [-0.9, 0.6], "ridge_lfp": [-0.2, 0.4]}  # (x, vx) on validation
+    rows = [{"model": m, "split": "held_out_time", "session": f"s{i}", "r2": [0.0, 0.0], "val_r2": v}
+            for m, v in val.items() for i in range(3)]  # fmt: skip
+    cand = {"distilled": "sup", "ridge": "ridge_lfp"}
+    assert choose_decoder(rows, "best", cand)["chosen"] == "ridge"  # every output: x decides
+    c = choose_decoder(rows, "best", cand, outputs=["vx"], names=names)
+    assert c["chosen"] == "distilled" and c["margin"] == pytest.approx(0.2) and c["outputs"] == ["vx"]
+    assert load_config({"export": {"choose_outputs": ["vx", "vy"]}}).export.choose_outputs == ["vx", "vy"]
+    with pytest.raises(ConfigError, match="choose_outputs"):
+        load_config({"export": {"choose_outputs": "vx"}})
+
+
 def test_the_bundle_holds_the_decoder_the_config_chooses(tmp_path, monkeypatch, capsys):
     """A tiny run: "best" exports the highest validation R² (here checked against the run's own
     rows) and the report says so; a forced choice exports that model, and `rtdecode distill`
@@ -294,6 +313,43 @@ def test_choose_masking_keeps_each_students_better_pretraining_on_validation(tmp
     pl.run_distill(cfg, out, sessions=sessions, resume=True)
     assert not [m for m in made if m[0].endswith(("_plain", "_masked"))]
     assert json.loads((out / "report" / "metrics.json").read_text())["objective_choice"] == oc
+
+
+@pytest.mark.parametrize("start", ["masked", "plain"])
+def test_finetuning_starts_from_the_candidate_the_config_names(tmp_path, monkeypatch, start):
+    """loss.finetune_from: fine-tuning (both students) starts from that pre-trained candidate,
+    whichever one the frozen readout keeps, without training it again. With 0 fine-tuning steps
+    the fine-tuned students' encoders are exactly their starts."""
+    from offline.train import baselines as bl
+    from offline.train import pipeline as pl
+
+    trained = []
+
+    def spy_stage(name, *a, **k):
+        trained.append(name)
+        return real_stage(name, *a, **k)
+
+    real_stage = pl.run_stage
+    monkeypatch.setattr(pl, "run_stage", spy_stage)
+    monkeypatch.setattr(bl, "run_stage", spy_stage)
+    sessions = tiny_sessions(n_bins=900)
+    cfg = tiny_cfg("window", loss={"choose_masking": True, "mask_ratio": 0.4, "finetune_from": start},
+                   supervised={"steps": 0, "batch_size": 4, "lr": 1e-3, "warmup": 1},
+                   eval={"single_session": False, "new_embedding_steps": 1, "fit_stride": 3})  # fmt: skip
+    out = tmp_path / "run"
+    pl.run_distill(cfg, out, sessions=sessions)
+    ck = out / "checkpoints"
+    oc = json.loads((out / "report" / "metrics.json").read_text())["objective_choice"]
+    for key, pre, sup in (("distilled", "distill", "distill_sup"), ("lfp_only", "lfp_multi_unsup", "lfp_multi")):
+        assert oc[key]["finetune_from"] == start
+        cand = torch.load(ck / f"{pre}_{start}.pt", weights_only=False)["model"]
+        other = torch.load(ck / f"{pre}_{'plain' if start == 'masked' else 'masked'}.pt", weights_only=False)["model"]
+        tuned = torch.load(ck / f"{sup}.pt", weights_only=False)["model"]
+        enc = [k for k in cand if k.startswith("student.encoder.")]
+        assert enc and all(torch.equal(tuned[k], cand[k]) for k in enc), key
+        assert not all(torch.equal(tuned[k], other[k]) for k in enc), key  # the test can tell the candidates apart
+    for pre in ("distill", "lfp_multi_unsup"):  # each candidate trained once, the start not again
+        assert trained.count(f"{pre}_plain") == 1 and trained.count(f"{pre}_masked") == 1, trained
 
 
 def test_choose_masking_needs_a_masked_candidate():
