@@ -92,9 +92,10 @@ class RunConfig:
     # for a bundle trained on microvolts); the amplitude watch (FLAG_INPUT_SCALE) says when it looks wrong
 
 
-# the amplitude watch: the normalised features' mean square over the model window is about 1 on
-# the training data; outside [1/SCALE_BOUND, SCALE_BOUND] (an amplitude off by about 30x or more)
-# on SCALE_CHECKS status periods in a row, bins carry FLAG_INPUT_SCALE
+# the amplitude watch: over a status period, the normalised features' variance (about 1 on the
+# training data) below 1/SCALE_BOUND (an amplitude about 30x too small: a linear chain fed volts or
+# millivolts), or their mean square above SCALE_BOUND (too large, or the offset a log-power chain
+# shows for a wrong scale), on SCALE_CHECKS status periods in a row: bins carry FLAG_INPUT_SCALE
 SCALE_BOUND = 1e3
 SCALE_CHECKS = 3
 
@@ -178,7 +179,12 @@ class Runtime:
         self._scale = np.float32(cfg.input_scale)
         self._scale_flag = 0
         self._scale_bad = 0  # status periods in a row out of range
-        self.input_ms: float | None = None  # mean square of the normalised features, last check
+        self._f_sum = np.zeros(spec.n_features, dtype=np.float64)  # this period's features: sum, sum of squares
+        self._f_sq = np.zeros(spec.n_features, dtype=np.float64)
+        self._f_tmp = np.zeros(spec.n_features, dtype=np.float64)
+        self._f_n = 0
+        self.input_var: float | None = None  # last check: the normalised features' variance over the period (mean over features)
+        self.input_ms: float | None = None  # ... and their mean square
         self._carry_flags = 0
         self._one = np.zeros((1, 1, spec.n_features), dtype=np.float32)  # streaming input
         self._pending_flags = 0  # RECONNECTED after a reconnect or reset; a fresh start is only WARMUP
@@ -444,6 +450,10 @@ class Runtime:
         must advance) and returns its output, a window model returns None here."""
         self.ring.push(row)
         self.tel.bins += 1
+        np.add(self._f_sum, row, out=self._f_sum)  # the amplitude watch's sums: no allocation
+        np.multiply(row, row, out=self._f_tmp)
+        np.add(self._f_sq, self._f_tmp, out=self._f_sq)
+        self._f_n += 1
         if self._warm_bins < self._warm_needed:
             self._warm_bins += 1
         if self.streaming:
@@ -521,28 +531,35 @@ class Runtime:
         self._ch_changes[:] = 0
 
     def _check_scale(self) -> None:
-        """Once per status period, after warm-up: the mean square of the normalised features in
-        the model window (about 1 on the training data). Off by more than SCALE_BOUND on
-        SCALE_CHECKS periods in a row, the input's amplitude is not the training data's (a stream
-        in volts or millivolts for a bundle trained on microvolts, a gain setting): bins carry
+        """Once per status period, after warm-up: the normalised features' variance over the
+        period's bins (mean over features) and their mean square, both about 1 on the training
+        data. Variance below 1/SCALE_BOUND or mean square above SCALE_BOUND on SCALE_CHECKS
+        periods in a row: the input's amplitude is not the training data's (a stream in volts or
+        millivolts for a bundle trained on microvolts, a gain setting); bins carry
         FLAG_INPUT_SCALE until a period is back in range, and one warning says what to do."""
-        if self._warm_bins < self._warm_needed or not self.ring.full:
-            return
-        w = self.ring.window()
-        ms = float(np.mean(np.square(w, dtype=np.float64)))
-        self.input_ms = ms
-        out = not (1.0 / SCALE_BOUND <= ms <= SCALE_BOUND)
+        n = self._f_n
+        mean_sq = self._f_sq / max(n, 1)
+        var = float(np.mean(mean_sq - (self._f_sum / max(n, 1)) ** 2))
+        ms = float(np.mean(mean_sq))
+        self._f_sum[:] = 0.0
+        self._f_sq[:] = 0.0
+        self._f_n = 0
+        if self._warm_bins < self._warm_needed or n < 10:
+            return  # filters still settling, or too few bins this period to judge
+        self.input_var, self.input_ms = max(var, 0.0), ms
+        out = var < 1.0 / SCALE_BOUND or ms > SCALE_BOUND
         self._scale_bad = self._scale_bad + 1 if out else 0
         if out and self._scale_bad == SCALE_CHECKS:
             unit = getattr(self.bundle, "input_unit", "uV")
-            rms = ms**0.5
             log.warning(
-                "the input's amplitude is not the training data's: the normalised features' RMS is %.3g (about 1 when "
-                "trained; the bundle expects %s). A stream in volts needs --input-scale 1e6, in millivolts 1e3 "
-                "(now %g); bins carry INPUT_SCALE until it is back in range", rms, unit, float(self._scale))  # fmt: skip
+                "the input's amplitude is not the training data's: the normalised features' RMS deviation is %.3g and "
+                "their RMS %.3g (both about 1 when trained; the bundle expects %s). A stream in volts needs "
+                "--input-scale 1e6, in millivolts 1e3 (now %g); bins carry INPUT_SCALE until it is back in range",
+                max(var, 0.0) ** 0.5, ms**0.5, unit, float(self._scale))  # fmt: skip
             self._scale_flag = FLAG_INPUT_SCALE
         elif not out and self._scale_flag:
-            log.warning("the input's amplitude is back in the training data's range (RMS of the normalised features %.3g)", ms**0.5)
+            log.warning("the input's amplitude is back in the training data's range (RMS deviation of the normalised "
+                        "features %.3g)", max(var, 0.0) ** 0.5)  # fmt: skip
             self._scale_flag = 0
 
     def _status(self, now: float) -> None:
@@ -573,7 +590,7 @@ class Runtime:
             "connected": bool(getattr(self.source, "connected", True)),
             "source_error": getattr(self.source, "last_error", ""),
             "flat_channels": self.flat_channels,
-            "input_rms": None if self.input_ms is None else self.input_ms**0.5,
+            "input_rms": None if self.input_var is None else self.input_var**0.5,
             "input_scale_ok": not self._scale_flag,
             "source_events": src_ev.__dict__ if src_ev is not None and hasattr(src_ev, "__dict__") else {},
             "dropped_msgs": getattr(self.sink, "dropped", 0),
@@ -608,7 +625,7 @@ class Runtime:
             "reconnects": self.tel.reconnects,
             "repaired_chunks": self.tel.repaired_chunks,
             "flat_channels": self.flat_channels,
-            "input_rms": None if self.input_ms is None else self.input_ms**0.5,
+            "input_rms": None if self.input_var is None else self.input_var**0.5,
             "input_scale": float(self._scale),
             "input_scale_ok": not self._scale_flag,
             "source_events": self.source.events.to_dict() if hasattr(self.source, "events") else {},

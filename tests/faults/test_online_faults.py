@@ -108,22 +108,25 @@ def _replay_scaled(bundle, lfp, tmp_path, tag: str, **harness) -> Harness:
 
 def test_a_stream_in_volts_is_flagged_and_input_scale_repairs_it(tmp_path):
     """A bundle trained on microvolts fed the same LFP in volts decodes a constant: the
-    amplitude watch flags its bins INPUT_SCALE (and says so in status), while the same stream
-    in microvolts is not flagged, and --input-scale 1e6 gives back the microvolt run's output."""
+    amplitude watch flags its bins INPUT_SCALE (and says so in status), as it does a stream
+    1000x too large, while the same stream in microvolts is not flagged, and --input-scale 1e6
+    gives back the microvolt run's output."""
     # no high-pass: the chain settles in a few bins, so that the watch has a few seconds to judge
     b = make_bundle(tmp_path / "b", n_channels=4, window_bins=10, highpass_hz=None)
     lfp, _ = synthetic_recording(n_samples=6000, n_channels=4, seed=3)
     runs = {tag: _replay_scaled(b, x, tmp_path, tag, **kw)
-            for tag, x, kw in (("uv", lfp, {}), ("volts", lfp * 1e-6, {}), ("fixed", lfp * 1e-6, {"input_scale": 1e6}))}  # fmt: skip
+            for tag, x, kw in (("uv", lfp, {}), ("volts", lfp * 1e-6, {}), ("fixed", lfp * 1e-6, {"input_scale": 1e6}),
+                               ("nanovolts", lfp * 1e3, {}))}  # fmt: skip
     for tag, h in runs.items():
         after = [m for m in h.msgs if not m["flags"] & FLAG_WARMUP]
         assert len(after) > 150, tag  # seconds of bins past warm-up: the watch had its checks
         flagged = [m for m in after if m["flags"] & FLAG_INPUT_SCALE]
         judged = [s for s in h.status if s.get("input_rms") is not None]
         assert judged, tag
-        if tag == "volts":
-            assert flagged and after[-1]["flags"] & FLAG_INPUT_SCALE  # flagged, and it stays flagged
-            assert not judged[-1]["input_scale_ok"] and judged[-1]["input_rms"] < SCALE_BOUND**-0.5
+        if tag in ("volts", "nanovolts"):  # far too small, far too large
+            assert flagged and after[-1]["flags"] & FLAG_INPUT_SCALE, tag  # flagged, and it stays flagged
+            rms = judged[-1]["input_rms"]
+            assert not judged[-1]["input_scale_ok"] and (rms < SCALE_BOUND**-0.5 if tag == "volts" else rms > SCALE_BOUND**0.5)
             assert not h.summary["input_scale_ok"]
         else:
             assert not flagged, tag
