@@ -175,7 +175,7 @@ class Runtime:
         self._flat_flag = 0  # FLAG_FLAT_CHANNEL while the last period found a flat channel
         self.flat_channels: list[int] = []
         self._samples_at_check = 0
-        # amplitude watch (once per status period, on the model window): FLAG_INPUT_SCALE
+        # amplitude watch: the normalised features' sums over a status period (`_check_scale`): FLAG_INPUT_SCALE
         self._scale = np.float32(cfg.input_scale)
         self._scale_flag = 0
         self._scale_bad = 0  # status periods in a row out of range
@@ -184,7 +184,6 @@ class Runtime:
         self._f_tmp = np.zeros(spec.n_features, dtype=np.float64)
         self._f_n = 0
         self.input_var: float | None = None  # last check: the normalised features' variance over the period (mean over features)
-        self.input_ms: float | None = None  # ... and their mean square
         self._carry_flags = 0
         self._one = np.zeros((1, 1, spec.n_features), dtype=np.float32)  # streaming input
         self._pending_flags = 0  # RECONNECTED after a reconnect or reset; a fresh start is only WARMUP
@@ -546,7 +545,7 @@ class Runtime:
         self._f_n = 0
         if self._warm_bins < self._warm_needed or n < 10:
             return  # filters still settling, or too few bins this period to judge
-        self.input_var, self.input_ms = max(var, 0.0), ms
+        self.input_var = max(var, 0.0)
         out = var < 1.0 / SCALE_BOUND or ms > SCALE_BOUND
         self._scale_bad = self._scale_bad + 1 if out else 0
         if out and self._scale_bad == SCALE_CHECKS:
