@@ -140,7 +140,8 @@ def bundle_nohp(tmp_path_factory):
     return make_bundle(tmp_path_factory.mktemp("rt") / "bundle_nohp", n_channels=4, window_bins=10, highpass_hz=None)
 
 
-def _run_arrival(bundle, prefix, duration=4.0, **outlet):
+def _run_arrival(bundle, prefix, duration=5.0, **outlet):
+    # 5 s of stream: opening it takes 1.2-2 s, more on a slow host (4 s left ~200 bins there, too few)
     name = unique_name(prefix)
     # chunks of up to 19 samples make a bin wait up to 18 ms for its last sample: a 10 ms
     # deadline would (rightly) flag OVERRUN; this test is about the timestamps
