@@ -49,7 +49,8 @@ class SlowEvery:
 @pytest.mark.parametrize("policy", ["all", "newest"])
 def test_slow_inference_is_counted_flagged_and_the_loop_recovers(bundle4, policy):
     slow = {"stall_policy": policy, "backend_wrapper": lambda b: SlowEvery(b, every=40, ms=35.0)}
-    h, summary, _ = run_outlet(bundle4, "slow", wait_s=30, harness=slow, duration=4.0)
+    # 5 s: a fresh stream can take 2 s to open on a loaded host, and 200 bins are wanted after that
+    h, summary, _ = run_outlet(bundle4, "slow", wait_s=30, harness=slow, duration=5.0)
     seqs = [m["seq"] for m in h.msgs]
     assert seqs == list(range(len(seqs)))  # published bins stay gap-free in seq
     overrun = [m for m in h.msgs if m["flags"] & FLAG_OVERRUN]
@@ -61,10 +62,16 @@ def test_slow_inference_is_counted_flagged_and_the_loop_recovers(bundle4, policy
         assert summary["skipped"] == 0 and summary["published"] == bins
     else:  # after a stall only the newest bin is decoded: the backlog is skipped, not queued
         assert summary["skipped"] > 0 and summary["published"] + summary["skipped"] == bins
-    # it recovers: the bins right after an overrun are back within the deadline
+    # it recovers: a stall's overruns come as one episode of consecutive bins, and 8 bins after
+    # the episode the loop is back within the deadline (for 3 episodes in 4: a loaded host adds
+    # late bins of its own), and within 20 bins after every one of them
     t = [i for i, m in enumerate(h.msgs) if m["flags"] & FLAG_OVERRUN]
-    later = [h.msgs[i + 8] for i in t if i + 8 < len(h.msgs)]
-    assert later and sum(m["age_ms"] <= summary["deadline_ms"] for m in later) >= len(later) - 1
+    ends = [i for k, i in enumerate(t) if k + 1 == len(t) or t[k + 1] != i + 1]
+    ends = [i for i in ends if i + 20 < len(h.msgs)]
+    ok = [m["age_ms"] <= summary["deadline_ms"] for m in h.msgs]
+    assert len(ends) >= 2, ends
+    assert sum(ok[i + 8] for i in ends) >= 0.75 * len(ends), [h.msgs[i + 8]["age_ms"] for i in ends]
+    assert all(any(ok[i + 1 : i + 21]) for i in ends)
 
 
 def test_flat_channel_is_detected_flagged_and_published(bundle4):
