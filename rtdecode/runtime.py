@@ -38,7 +38,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .dsp import SignalChain, WindowRing
-from .dsp.kernels import count_changes, has_nonfinite
+from .dsp.kernels import count_changes, has_nonfinite, hold_nonfinite
 from pylsl import local_clock
 
 log = logging.getLogger(__name__)
@@ -434,15 +434,8 @@ class Runtime:
         self.tel.filled_samples += gap
 
     def _repair(self, data: np.ndarray, n: int) -> None:
-        """Replace NaN/Inf by the channel's last finite value (rare path: allocation is fine here)."""
-        block = data[:n]
-        bad = ~np.isfinite(block)
-        prev = self._last_good.copy()
-        for i in range(n):
-            row = block[i]
-            b = bad[i]
-            row[b] = prev[b]
-            prev[:] = row
+        """Replace NaN/Inf by the channel's last finite value (as compute_features does offline)."""
+        hold_nonfinite(data, n, self._last_good)
 
     def _advance(self, row: np.ndarray):
         """Push one bin into the window; a streaming model consumes every bin (its state

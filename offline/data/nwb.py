@@ -31,9 +31,12 @@ Spikes are binned to `bin_width` on the LFP's time base; behaviour is read at bi
 
 from __future__ import annotations
 
+import dataclasses
+
 import datetime as _dt
 import fnmatch
 import json
+import logging
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -153,10 +156,15 @@ def _merge(base: dict, over: dict, pattern: str) -> NWBMapping:
 
 
 class LazyArray:
-    """Rows [0, n_rows) of a 2-D HDF5 dataset, opened on first access, scaled to float32."""
+    """Rows [0, n_rows) of a 2-D HDF5 dataset, opened on first access, read as float32 x
+    `scale` (x `gain[c]` per column when given) + `offset`: NWB's conversion,
+    channel_conversion and offset, to microvolts."""
 
-    def __init__(self, path: str | Path, dataset: str, n_rows: int, n_cols: int, scale: float = 1.0):
+    def __init__(self, path: str | Path, dataset: str, n_rows: int, n_cols: int, scale: float = 1.0,
+                 gain: np.ndarray | None = None, offset: float = 0.0):  # fmt: skip
         self.path, self.dataset, self.scale = str(path), dataset, float(scale)
+        self.gain = None if gain is None else np.asarray(gain, np.float32).reshape(-1)
+        self.offset = float(offset)
         self.shape = (int(n_rows), int(n_cols))
         self.dtype = np.dtype(np.float32)
         self.ndim = 2
@@ -183,8 +191,7 @@ class LazyArray:
         else:
             raise TypeError(f"{self!r} takes an int or a slice of rows; load it first (np.asarray) for other indexing")
         x = np.asarray(self._ds()[rows], dtype=np.float32)
-        if self.scale != 1.0:
-            x *= np.float32(self.scale)
+        _to_microvolts(x, self.scale, self.gain, self.offset)
         return x[..., cols]
 
     def __array__(self, dtype=None, copy=None):
@@ -198,6 +205,16 @@ class LazyArray:
 
     def __repr__(self) -> str:
         return f"LazyArray({self.path}:{self.dataset}, shape={self.shape}, scale={self.scale:g})"
+
+
+def _to_microvolts(x: np.ndarray, scale: float, gain: np.ndarray | None, offset: float) -> None:
+    """In place: x * scale (* gain per column) + offset (float32 (rows, channels) or (channels,))."""
+    if scale != 1.0:
+        x *= np.float32(scale)
+    if gain is not None:
+        x *= gain
+    if offset != 0.0:
+        x += np.float32(offset)
 
 
 # ------------------------------------------------------------------------------------------
@@ -395,8 +412,10 @@ class LFPInfo:
     t0: float  # s, its first sample
     n_samples: int
     n_channels: int
-    scale: float  # to microvolts
+    scale: float  # to microvolts: the series' conversion x 1e6 (x its channel_conversion when uniform)
     channel_ids: np.ndarray  # electrode ids, in column order
+    gain: np.ndarray | None = None  # per-channel channel_conversion, where it is not uniform
+    offset: float = 0.0  # microvolts added after scaling (the series' offset x 1e6)
 
 
 def lfp_info(path, inv: dict, m: NWBMapping) -> tuple[LFPInfo, object]:
@@ -407,21 +426,49 @@ def lfp_info(path, inv: dict, m: NWBMapping) -> tuple[LFPInfo, object]:
     else:
         ts = es.timestamps
         rate = float(1.0 / np.median(np.diff(ts[: min(10000, len(ts))]))) if len(ts) > 1 else 0.0
+        if rate > 0 and abs(rate - round(rate)) < 1e-6 * rate:  # stamps k / rate in float: the rate they mean
+            rate = float(round(rate))
     if not rate > 0:
         raise NWBMappingError(f"{path}: {lfp_path} has no sampling rate (rate missing, fewer than 2 timestamps)")
     t0 = float(es.starting_time or 0.0) if es.timestamps is None else float(es.timestamps[0])
     n_ch = es.data.shape[1] if es.data.ndim == 2 else 1
-    scale = float(es.conversion) * 1e6
+    if es.timestamps is not None:
+        _check_continuous(path, lfp_path, es.timestamps, rate)
+    # NWB: volts = data x conversion x channel_conversion[c] + offset
+    scale, gain = float(es.conversion) * 1e6, None
     if es.channel_conversion is not None:
-        cc = np.asarray(es.channel_conversion[:], np.float64)
-        if not np.allclose(cc, cc[0]):
-            raise NWBMappingError(f"{path}: {lfp_path} has per-channel conversion factors; rtdecode reads one scale per series")
-        scale *= float(cc[0])
+        cc = np.asarray(es.channel_conversion[:], np.float64).reshape(-1)
+        if cc.size != n_ch or not np.all(np.isfinite(cc)) or not np.all(cc != 0):
+            raise NWBMappingError(f"{path}: {lfp_path} has {cc.size} channel_conversion factors for {n_ch} channels"
+                                  + ("" if cc.size != n_ch else " (some zero or not finite)")
+                                  + "; write one finite, non-zero factor per channel (or none)")  # fmt: skip
+        if np.allclose(cc, cc[0], rtol=1e-9, atol=0):
+            scale *= float(cc[0])
+        else:
+            gain = cc
     scale = 1.0 if abs(scale - 1.0) < 1e-9 else scale
+    offset = float(getattr(es, "offset", 0.0) or 0.0) * 1e6
     rows = np.asarray(es.electrodes.data[:], np.int64)
     table_ids = np.asarray(es.electrodes.table.id.data[:])
     channel_ids = table_ids[rows] if len(rows) == n_ch else np.arange(n_ch)
-    return LFPInfo(lfp_path, es.data.name, rate, t0, int(es.data.shape[0]), n_ch, scale, channel_ids), es
+    return LFPInfo(lfp_path, es.data.name, rate, t0, int(es.data.shape[0]), n_ch, scale, channel_ids, gain, offset), es
+
+
+def _check_continuous(path, lfp_path: str, timestamps, rate: float, chunk: int = 1 << 20) -> None:
+    """An LFP stamped sample by sample must be sampled without pauses: rtdecode bins it by
+    sample count (as the runtime does a stream), so a pause would shift every later bin
+    against the spikes and the behaviour. Refused with where the pause is (read in chunks)."""
+    n = len(timestamps)
+    for a in range(0, n, chunk):  # chunks overlap by one stamp: every difference is seen once
+        t = np.asarray(timestamps[a : a + chunk + 1], np.float64)
+        d = np.diff(t)
+        bad = np.flatnonzero((d > 1.5 / rate) | (d <= 0) | ~np.isfinite(d))
+        if bad.size:
+            k = int(a + bad[0])
+            what = (f"a pause of {d[bad[0]]:.4g} s" if d[bad[0]] > 0 else f"a step of {d[bad[0]]:.4g} s (not increasing)")
+            raise NWBMappingError(f"{path}: {lfp_path}'s timestamps have {what} after sample {k} (t = {t[bad[0]]:.6g} s) "
+                                  f"at {rate:g} Hz; rtdecode reads an LFP sampled without pauses. Write each continuous "
+                                  "segment as its own file (one session each), or point mapping.lfp at a continuous series")  # fmt: skip
 
 
 def read_lfp(path: str | Path, mapping: NWBMapping | dict | None = None, max_samples: int | None = None,
@@ -439,8 +486,7 @@ def read_lfp(path: str | Path, mapping: NWBMapping | dict | None = None, max_sam
         if max_seconds is not None:
             n = min(n, int(np.ceil(max_seconds * info.rate)))
         x = np.asarray(es.data[:n], dtype=np.float32).reshape(n, info.n_channels)
-    if info.scale != 1.0:
-        x *= np.float32(info.scale)
+    _to_microvolts(x, info.scale, info.gain, info.offset)
     return x, info
 
 
@@ -451,15 +497,18 @@ def _times(ts, n: int) -> np.ndarray:
 
 
 def _at_bins(ts, t_bins: np.ndarray, bin_width: float) -> np.ndarray:
-    """A series' values (n_bins, k) at bin centres `t_bins`: slices when already on the grid."""
+    """A series' values (n_bins, k) at bin centres `t_bins`, in its `unit` (NWB: data x
+    conversion + offset): slices when already on the grid, else linear interpolation."""
     n = ts.data.shape[0]
+    conv = float(getattr(ts, "conversion", 1.0) or 1.0)
+    off = float(getattr(ts, "offset", 0.0) or 0.0)
     if ts.timestamps is None and abs(float(ts.rate) * bin_width - 1.0) < 1e-9:
         j0 = (t_bins[0] - float(ts.starting_time or 0.0)) * float(ts.rate)
         if abs(j0 - round(j0)) < 1e-6 and 0 <= round(j0) and round(j0) + len(t_bins) <= n:
             j0 = int(round(j0))
-            x = np.asarray(ts.data[j0 : j0 + len(t_bins)], np.float32)
-            return x.reshape(len(t_bins), -1)
-    x = np.asarray(ts.data[:], np.float64).reshape(n, -1)
+            x = np.asarray(ts.data[j0 : j0 + len(t_bins)], np.float32).reshape(len(t_bins), -1)
+            return x if conv == 1.0 and off == 0.0 else (x.astype(np.float64) * conv + off).astype(np.float32)
+    x = np.asarray(ts.data[:], np.float64).reshape(n, -1) * conv + off
     t = _times(ts, n)
     return np.stack([np.interp(t_bins, t, x[:, j]) for j in range(x.shape[1])], 1).astype(np.float32)
 
@@ -490,14 +539,17 @@ def _column(path, inv, units, col: str, key: str) -> np.ndarray:
     return np.asarray(c.data[:])
 
 
-def _bin_units(units, t0: float, bin_width: float, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+def _bin_units(units, t0: float, bin_width: float, n_bins: int, edges: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     ids = np.asarray(units.id.data[:])
     st = units["spike_times"]
     times = np.asarray(st.target.data[:], np.float64)
     ends = np.asarray(st.data[:], np.int64)
     counts_per = np.diff(np.concatenate([[0], ends]))
     unit = np.repeat(np.arange(len(ids)), counts_per)
-    b = np.floor((times - t0) / bin_width).astype(np.int64)
+    if edges is None:  # the LFP's bins on its nominal grid
+        b = np.floor((times - t0) / bin_width).astype(np.int64)
+    else:  # the bins' edges from the LFP's own timestamps (n_bins + 1)
+        b = np.searchsorted(edges, times, side="right").astype(np.int64) - 1
     ok = (b >= 0) & (b < n_bins)
     flat = np.bincount(unit[ok] * n_bins + b[ok], minlength=len(ids) * n_bins)
     return np.ascontiguousarray(flat.reshape(len(ids), n_bins).T.astype(np.int32)), ids
@@ -507,7 +559,8 @@ def _plain(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def read_units(path, inv: dict, m: NWBMapping, t0: float, bin_width: float, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+def read_units(path, inv: dict, m: NWBMapping, t0: float, bin_width: float, n_bins: int,
+               edges: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Spike counts (n_bins, n_units) and unit ids, after `unit_filter`, ids from `unit_ids`."""
     from pynwb.misc import Units
 
@@ -522,7 +575,7 @@ def read_units(path, inv: dict, m: NWBMapping, t0: float, bin_width: float, n_bi
         units = inv[cands[0]]
     if "spike_times" not in units.colnames:
         _fail(path, f"{m.units} has no spike_times column (columns: {list(units.colnames)})", inv, "Sort spikes first.")
-    spikes, ids = _bin_units(units, t0, bin_width, n_bins)
+    spikes, ids = _bin_units(units, t0, bin_width, n_bins, edges)
     if m.unit_ids:
         ids = _column(path, inv, units, m.unit_ids, "unit_ids")
         if len(set(map(_plain, ids))) != len(ids):
@@ -650,7 +703,11 @@ def describe_file(path: str | Path, mapping: NWBMapping | None = None, where: st
         return "\n".join(lines + [f"{where} cannot read it: {problem}.", fix,
                                    "Set it in a distill config's [data.nwb] table (README, 'Data: NWB and the simulator')."]), False  # fmt: skip
     n, c = s.lfp.shape
-    unit = "microvolts as stored" if li is None or li.scale == 1.0 else f"read in microvolts (x {li.scale:g})"
+    if li is None or (li.scale == 1.0 and li.gain is None and li.offset == 0.0):
+        unit = "microvolts as stored"
+    else:
+        unit = f"read in microvolts (x {li.scale:g}" + (" x channel_conversion" if li.gain is not None else "")
+        unit += (f", {li.offset:+g} uV offset)" if li.offset else ")")
     lines += [
         f"{where} reads:",
         f"  LFP      {li.path if li else '?'}: {c} channels at {s.lfp_rate:g} Hz, {n / s.lfp_rate:.1f} s from t = {s.t0:g} s, {unit}",
@@ -659,9 +716,50 @@ def describe_file(path: str | Path, mapping: NWBMapping | None = None, where: st
         + ", ".join(f"{nm} [{u}]" if u else nm for nm, u in zip(s.behavior_names, s.behavior_units or [""] * len(s.behavior_names))),
         f"  session  {s.session_id}, subject {s.subject}",
     ]  # fmt: skip
+    if s.meta.get("behavior_filled_bins"):
+        lines.append("  (NaN or infinite behaviour, filled by linear interpolation in time: "
+                     + ", ".join(f"{k} {v} bins" for k, v in s.meta["behavior_filled_bins"].items()) + ")")  # fmt: skip
     if hasattr(s.lfp, "close"):
         s.lfp.close()
     return "\n".join(lines), True
+
+
+def _fill_behavior(path, behavior: np.ndarray, names: list[str]) -> tuple[np.ndarray, dict]:
+    """Behaviour that is NaN or infinite at some bins (tracking dropouts): filled by linear
+    interpolation in time between the nearest finite bins (held at the ends), with a warning
+    per output saying how many bins and the longest run. An output with fewer than 2 finite
+    bins is refused. Returns (behaviour, {output: filled bins})."""
+    bad = ~np.isfinite(behavior)
+    if not bad.any():
+        return behavior, {}
+    filled, k = {}, np.arange(len(behavior))
+    for j in np.flatnonzero(bad.any(0)):
+        b = bad[:, j]
+        if (~b).sum() < 2:
+            raise NWBMappingError(f"{path}: behaviour output {names[j]!r} is NaN or infinite at {b.sum()} of {len(b)} bins: "
+                                  "nothing to decode; leave it out (mapping.outputs) or fix the series")  # fmt: skip
+        behavior[b, j] = np.interp(k[b], k[~b], behavior[~b, j])
+        edges = np.diff(np.concatenate([[0], b.astype(np.int8), [0]]))
+        longest = int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max())
+        filled[names[j]] = int(b.sum())
+        logging.getLogger(__name__).warning(
+            "%s: behaviour %r is NaN or infinite at %d of %d bins (%.1f%%, longest run %d bins): filled by linear "
+            "interpolation in time", path, names[j], b.sum(), len(b), 100 * b.mean(), longest)  # fmt: skip
+    return behavior, filled
+
+
+def _bin_edges(es, n_bins: int, spb: int, bin_width: float) -> np.ndarray | None:
+    """An LFP stamped sample by sample: its bins' edges (n_bins + 1) in the file's time, from its
+    own stamps (the stamp of each bin's first sample), so that spikes and behaviour follow its
+    clock where it drifts from the nominal rate. None for an LFP given by starting_time and rate."""
+    if es.timestamps is None or n_bins == 0:
+        return None
+    n = len(es.timestamps)
+    stop = min(n_bins * spb + 1, n)
+    e = np.asarray(es.timestamps[0:stop:spb], np.float64)
+    if e.size == n_bins:  # the last bin ends at the file's end: one period past its last stamp
+        e = np.append(e, float(es.timestamps[n - 1]) + bin_width / spb)
+    return e[: n_bins + 1]
 
 
 def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, lazy: bool = True) -> Session:
@@ -684,19 +782,25 @@ def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, laz
                 meta_all = {}
         bin_width = m.bin_width or float(meta_all.get("bin_width", 0.01))
         # LFP
-        li, _ = lfp_info(path, inv, m)
+        li, es = lfp_info(path, inv, m)
         spb = li.rate * bin_width
+        if es.timestamps is not None and round(spb) >= 1 and abs(spb - round(spb)) < 1e-3 * spb:
+            # stamped by a clock that drifts from the amplifier's (up to 1000 ppm): the nominal
+            # rate for the signal chain, and the bins follow the stamps (_bin_edges)
+            li = dataclasses.replace(li, rate=round(spb) / bin_width)
+            spb = li.rate * bin_width
         if abs(spb - round(spb)) > 1e-6 or round(spb) < 1:
             raise NWBMappingError(f"{path}: {li.path} is sampled at {li.rate:g} Hz: bins of {bin_width} s are {spb:g} samples, "
                                   "not a whole number; choose mapping.bin_width so that rate x bin_width is whole")  # fmt: skip
         spb = int(round(spb))
         n_bins = li.n_samples // spb
-        lfp = LazyArray(path, li.dataset, n_bins * spb, li.n_channels, li.scale)
+        lfp = LazyArray(path, li.dataset, n_bins * spb, li.n_channels, li.scale, li.gain, li.offset)
         t0 = li.t0
+        edges = _bin_edges(es, n_bins, spb, bin_width)
         # spikes
-        spikes, unit_ids = read_units(path, inv, m, t0, bin_width, n_bins)
+        spikes, unit_ids = read_units(path, inv, m, t0, bin_width, n_bins, edges)
         # behaviour
-        t_bins = t0 + (np.arange(n_bins) + 0.5) * bin_width
+        t_bins = t0 + (np.arange(n_bins) + 0.5) * bin_width if edges is None else 0.5 * (edges[:-1] + edges[1:])
         if m.outputs:
             cols, names, units = _outputs(path, inv, m, t_bins, bin_width)
         else:
@@ -722,6 +826,7 @@ def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, laz
                 names += nms
                 units += [_unit(ts)] * len(nms)
         behavior = np.ascontiguousarray(np.concatenate(cols, 1), dtype=np.float32)
+        behavior, filled = _fill_behavior(path, behavior, names)
         if m.derive_velocity:
             behavior, names, units = derive_velocity(behavior, names, units, bin_width)
         latents = None
@@ -730,6 +835,8 @@ def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, laz
         session_id = str(nwb.session_id or path.stem)
         subject = str(nwb.subject.subject_id) if nwb.subject is not None and nwb.subject.subject_id else "unknown"
     meta = dict(meta_all.get("meta", {}))
+    if filled:
+        meta["behavior_filled_bins"] = filled
     s = Session(session_id, subject, bin_width, spikes, unit_ids, lfp, li.rate, li.channel_ids, behavior, names, t0, latents,
                 meta, behavior_units=units)  # fmt: skip
     if not lazy:

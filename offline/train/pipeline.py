@@ -148,7 +148,12 @@ def prepare(sessions: list, cfg: DistillRunConfig):
         tr, te = split_time(n, cfg.data.test_fraction, cfg.data.guard_bins, min_bins=2 * w)
         fit, val = split_validation(tr, cfg.validation.fraction, cfg.data.guard_bins, min_bins=2 * w)
         splits.append((fit, val, te))
-        raw.append(compute_features(chain, _lfp(s, order)))
+        st: dict = {}
+        raw.append(compute_features(chain, _lfp(s, order), stats=st))
+        if st["nonfinite"]:
+            print(f"[distill] session {s.session_id}: {st['nonfinite']} LFP values are NaN or infinite "
+                  f"({st['nonfinite'] / max(1, s.lfp.shape[0] * s.lfp.shape[1]):.3%}); held at the channel's last "
+                  "finite value, as the runtime repairs them", file=sys.stderr, flush=True)  # fmt: skip
         if len(raw[-1]) != n:
             raise ConfigError(f"session {s.session_id}: the chain makes {len(raw[-1])} bins from its LFP, the spikes have "
                               f"{n} bins: LFP and spikes must cover the same time")  # fmt: skip

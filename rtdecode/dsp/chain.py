@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import RECT_ABS, RECT_NONE, RECT_SQUARE, chain_process, sosfilt_inplace
+from .kernels import RECT_ABS, RECT_NONE, RECT_SQUARE, chain_process, has_nonfinite, hold_nonfinite, sosfilt_inplace
 from .spec import ChainSpec
 
 _RECT_CODES = {"none": RECT_NONE, "square": RECT_SQUARE, "abs": RECT_ABS}
@@ -187,24 +187,34 @@ class SignalChain:
         return self._out[:k]
 
 
-def compute_features(spec: ChainSpec, signal: np.ndarray, block: int = 4096) -> np.ndarray:
+def compute_features(spec: ChainSpec, signal: np.ndarray, block: int = 4096, stats: dict | None = None) -> np.ndarray:
     """Run a whole recording (n_samples, n_channels) through a fresh chain.
 
     Returns (n_samples // bin_samples, n_features) float32: exactly what the runtime
     computes online from the same samples (the trailing partial bin is dropped).
     Memory stays bounded: the recording is read `block` samples at a time, so a
-    lazily loaded array (h5py dataset, memmap) is never loaded whole.
+    lazily loaded array (h5py dataset, memmap) is never loaded whole. NaN/Inf samples are
+    held at the channel's last finite value, as the runtime repairs them (`stats`, when
+    given, gets "nonfinite": how many values were replaced).
     """
     if signal.ndim != 2 or signal.shape[1] != spec.n_channels:
         raise ValueError(f"signal has shape {signal.shape}, the chain expects (n_samples, {spec.n_channels})")
     chain = SignalChain(spec, max_chunk=block)
     n_bins = signal.shape[0] // spec.bin_samples
     out = np.empty((n_bins, spec.n_features), dtype=np.float32)
-    j = 0
+    j, last, repaired = 0, None, 0
     for start in range(0, signal.shape[0], block):
         x = np.ascontiguousarray(signal[start : start + block])
+        if last is None:
+            last = np.zeros(spec.n_channels, x.dtype)  # as the runtime's: zero before any finite value
+        if has_nonfinite(x, len(x)):  # rare path: repaired in a copy, never in the caller's array
+            x = x.copy()
+            repaired += hold_nonfinite(x, len(x), last)
+        last[:] = x[-1]
         bins = chain.process(x)
         out[j : j + len(bins)] = bins
         j += len(bins)
     assert j == n_bins
+    if stats is not None:
+        stats["nonfinite"] = repaired
     return out

@@ -151,6 +151,25 @@ def has_nonfinite(x, n):
 
 
 @njit(cache=True, nogil=True)
+def hold_nonfinite(x, n, last):
+    """In place: every NaN/Inf of x[:n] becomes its channel's last finite value before it
+    (`last` carries it in from the previous block; it is not updated). Returns how many values
+    were replaced. The one repair of the runtime and of the offline pass (compute_features)."""
+    n_ch = x.shape[1]
+    k = 0
+    for c in range(n_ch):
+        prev = last[c]
+        for i in range(n):
+            v = x[i, c]
+            if np.isfinite(v):
+                prev = v
+            else:
+                x[i, c] = prev
+                k += 1
+    return k
+
+
+@njit(cache=True, nogil=True)
 def count_changes(x, n, last, changes):
     """Per channel, count samples of x[:n] that differ from the one before (carried in
     `last`). A channel whose count stays 0 over a status period is flat: disconnected,

@@ -33,6 +33,38 @@ def _replay_proc(path, name: str):
     return proc, float(line.split()[1])
 
 
+def test_nan_samples_are_repaired_online_as_the_offline_pass_repairs_them(bundle4, tmp_path):
+    """One repair: NaN and Inf held at the channel's last finite value, by the runtime on a
+    stream and by compute_features on a file, so a model trains on what it will be fed."""
+    lfp, _ = synthetic_recording(n_samples=5000, n_channels=4, seed=4)
+    lfp[3000:3025, 1] = np.nan  # a channel out for 25 samples
+    lfp[3500, :] = np.inf  # one corrupt sample on every channel
+    lfp[4000:4003, 2] = -np.inf
+    rec = tmp_path / "nan.npz"
+    Recording(lfp, FS).save(rec)
+    name = unique_name("nanrep")
+    h = Harness(bundle4, name).start()
+    proc, t0 = _replay_proc(rec, name)
+    try:
+        h.collect(lambda h: proc.poll() is not None, timeout=20)
+        time.sleep(0.3)
+    finally:
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        summary = h.stop()
+    offset = int(round((summary["first_sample_ts"] - t0) * FS))
+    assert 0 <= offset < 3000 and summary["repaired_chunks"] >= 3
+    st: dict = {}
+    offline = decode_recording(bundle4, lfp[offset:])
+    from rtdecode.dsp import compute_features
+
+    compute_features(bundle4.chain, lfp[offset:], stats=st)
+    assert st["nonfinite"] == 25 + 4 + 3 and np.isnan(lfp[3000, 1])  # counted, and the caller's array untouched
+    online = np.stack([m["values"] for m in h.msgs])
+    assert np.isfinite(offline).all() and len(online) == len(offline)
+    np.testing.assert_allclose(online, offline, rtol=1e-5, atol=1e-5)
+
+
 def test_online_equals_offline_every_bin_once_in_order(bundle4, tmp_path):
     lfp, _ = synthetic_recording(n_samples=6000, n_channels=4, seed=3)
     rec = tmp_path / "rec.npz"

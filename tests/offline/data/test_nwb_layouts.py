@@ -9,6 +9,8 @@ Layout B: two ElectricalSeries in module "ephys_preproc" (the LFP must be named)
 position in a Position container and velocities as TimeSeries of module "task", and the units
 table inside a processing module with the ids in a "cluster_id" column and a "quality" column
 to keep only the good units.
+Layout C: an Intan-like recording: uint16 counts with an offset and per-channel gains, stamped
+sample by sample by a clock that drifts from the nominal rate (the bins follow the stamps).
 """
 
 from __future__ import annotations
@@ -326,3 +328,87 @@ def test_info_lists_a_file_and_says_what_the_mapping_reads_or_what_to_set(tmp_pa
     assert "x [m], y [m], vx [m/s], vy [m/s], grip [N]" in out  # velocity derived (the config says so)
     rc, out = info(tmp_path / "missing.nwb")
     assert rc == 2 and "is not a readable NWB" in out
+
+
+def write_layout_c(path: Path, d: dict, *, ppm: float = 800.0, pause_at: int | None = None) -> tuple[Path, dict]:
+    """Layout C, as an Intan recording converted to NWB arrives: uint16 counts with a
+    conversion, an offset and per-channel gains (channel_conversion), stamped sample by sample
+    by a clock `ppm` fast of the amplifier's; spikes and behaviour on that clock; position
+    stored as integer millimetres with conversion 0.001 and an offset. Returns the expected."""
+    from pynwb import TimeSeries
+    from pynwb.behavior import Position, SpatialSeries
+    from pynwb.ecephys import ElectricalSeries
+
+    nwb = _nwb(path.stem)
+    reg = nwb.create_electrode_table_region(list(range(CH)), "all")
+    counts = (d["counts"].astype(np.int32) + 32768).astype(np.uint16)
+    gains = np.linspace(0.8, 1.2, CH)
+    stamps = T0 + np.arange(counts.shape[0]) / (FS * (1 + ppm * 1e-6))
+    if pause_at is not None:
+        stamps[pause_at:] += 0.5
+    nwb.add_acquisition(ElectricalSeries(name="ElectricalSeries", data=counts, electrodes=reg, timestamps=stamps,
+                                         conversion=0.195e-6, offset=-32768 * 0.195e-6, channel_conversion=gains))  # fmt: skip
+    # spikes in bin b at the stamp of that bin's middle sample
+    for u in range(d["spikes"].shape[1]):
+        b = np.repeat(np.arange(N_BINS), d["spikes"][:, u])
+        nwb.add_unit(spike_times=stamps[b * SPB + SPB // 2], id=10 + u)
+    centres = 0.5 * (stamps[::SPB] + np.append(stamps[SPB::SPB], stamps[-1] + 1 / FS))
+    mm = np.round(d["pos"] * 1000).astype(np.int32) + 500  # millimetres, offset by 0.5 m
+    pos = Position(name="Position")
+    pos.add_spatial_series(SpatialSeries(name="hand", data=mm, reference_frame="table", unit="m", conversion=1e-3,
+                                         offset=-0.5, timestamps=centres))  # fmt: skip
+    nwb.create_processing_module("behavior", "tracking").add(pos)
+    nwb.processing["behavior"].add(TimeSeries(name="grip", data=d["grip"], unit="N", timestamps=centres))
+    # NWB: volts = data x conversion x channel_conversion + offset (the offset after the gains)
+    want = {"lfp": counts.astype(np.float64) * 0.195 * gains - 32768 * 0.195, "pos": (mm - 500) * 1e-3}
+    return _write(nwb, path), want
+
+
+def test_layout_c_unsigned_counts_offset_channel_gains_and_a_drifting_clock(tmp_path):
+    """Per-channel conversion and the offset give microvolts; the bins follow the file's own
+    stamps (800 ppm from the nominal 1 kHz: 7 ms, most of a bin, by the end), so spikes and
+    behaviour stay in their bins where the nominal grid would misplace them."""
+    from offline.data.nwb import read_session
+
+    d = truth(5)
+    p, want = write_layout_c(tmp_path / "c.nwb", d)
+    s = read_session(p)
+    assert s.lfp_rate == FS and s.n_bins == N_BINS
+    np.testing.assert_allclose(np.asarray(s.lfp), want["lfp"], rtol=1e-5, atol=2e-3)
+    np.testing.assert_array_equal(s.spikes, d["spikes"])
+    assert s.behavior_names[:2] == ["hand_x", "hand_y"] and "grip" in s.behavior_names
+    np.testing.assert_allclose(s.behavior[:, :2], want["pos"], atol=1e-6)
+    np.testing.assert_allclose(s.behavior[:, s.behavior_names.index("grip")], d["grip"], rtol=1e-6)
+    # the nominal grid (t0 + k x 10 ms) would put many of the late spikes a bin early: the test can tell
+    b = np.repeat(np.arange(N_BINS), d["spikes"][:, 0])
+    assert (np.floor((b * SPB + SPB // 2) / (1 + 800e-6) / SPB) != b).sum() > 20
+
+
+def test_an_lfp_with_a_pause_in_its_stamps_is_refused_with_where(tmp_path):
+    from offline.data.nwb import NWBMappingError, read_session
+
+    p, _ = write_layout_c(tmp_path / "p.nwb", truth(6), ppm=0.0, pause_at=4321)
+    with pytest.raises(NWBMappingError) as e:
+        read_session(p)
+    msg = str(e.value)
+    assert "a pause of 0.501 s after sample 4320" in msg and "own file" in msg, msg
+
+
+def test_behaviour_dropouts_are_interpolated_with_a_warning_and_an_empty_output_refused(tmp_path, caplog):
+    from offline.data.nwb import NWBMappingError, read_session
+
+    d = truth(7)
+    d["grip"][100:130] = np.nan  # a 30-bin tracking dropout
+    d["pos"][500, 0] = np.inf
+    p = write_layout_a(tmp_path / "drop.nwb", d)
+    mapping = {"lfp": "ElectricalSeries", "outputs": {"x": "hand_position[0]", "grip": "grip_force"}}
+    with caplog.at_level("WARNING"):
+        s = read_session(p, mapping)
+    g = s.behavior[:, s.behavior_names.index("grip")]
+    np.testing.assert_allclose(g[100:130], np.interp(np.arange(100, 130), [99, 130], g[[99, 130]]), rtol=1e-6)
+    assert np.isfinite(s.behavior).all() and s.meta["behavior_filled_bins"] == {"x": 1, "grip": 30}
+    assert any("'grip' is NaN or infinite at 30 of 900 bins" in r.getMessage() and "longest run 30" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+    d["grip"][:] = np.nan
+    with pytest.raises(NWBMappingError, match="'grip' is NaN or infinite at 900 of 900 bins"):
+        read_session(write_layout_a(tmp_path / "none.nwb", d), mapping)
