@@ -620,20 +620,32 @@ def _outputs(path, inv: dict, m: NWBMapping, t_bins: np.ndarray, bin_width: floa
 POSITIONS = ("x", "y", "z")
 
 
-def derive_velocity(behavior: np.ndarray, names: list[str], units: list[str], bin_width: float):
-    """Add v<p> for every position output p in x, y, z that has none: the backward difference
-    on the bin grid, v[i] = (p[i] - p[i-1]) / bin_width, v[0] = 0 (causal: bin i uses no later
-    position; it is the mean velocity over the bin ending at bin i's centre). Inserted after
-    the last position output; unit "<position unit>/s". Returns (behavior, names, units)."""
-    todo = [n for n in POSITIONS if n in names and f"v{n}" not in names]
+def _velocity_name(n: str) -> str:
+    """x -> vx; a Position series' column hand_x -> hand_vx."""
+    head, _, axis = n.rpartition("_")
+    return f"v{n}" if not head else f"{head}_v{axis}"
+
+
+def derive_velocity(behavior: np.ndarray, names: list[str], units: list[str], bin_width: float,
+                    positions: list[str] | None = None):  # fmt: skip
+    """Add a velocity for every position output that has none: outputs x, y, z (-> vx, vy, vz)
+    and the columns of SpatialSeries in a Position container (`positions`, e.g. hand_x ->
+    hand_vx; not when an output's name has "vel" in it: the file has its own). The backward difference on the bin grid, v[i] = (p[i] - p[i-1]) / bin_width,
+    v[0] = 0 (causal: bin i uses no later position; it is the mean velocity over the bin ending
+    at bin i's centre). Inserted after the last position output; unit "<position unit>/s".
+    Returns (behavior, names, units)."""
+    if any("vel" in n.lower() for n in names):  # the file has its own velocity: derive only for x, y, z
+        positions = None
+    pos = [n for n in names if n in POSITIONS or n in (positions or ())]
+    todo = [n for n in pos if _velocity_name(n) not in names]
     if not todo:
         return behavior, names, units
     idx = [names.index(n) for n in todo]
     p = np.asarray(behavior[:, idx], np.float64)
     v = (np.diff(p, axis=0, prepend=p[:1]) / bin_width).astype(np.float32)
-    at = max(names.index(n) for n in POSITIONS if n in names) + 1
+    at = max(names.index(n) for n in pos) + 1
     behavior = np.concatenate([behavior[:, :at], v, behavior[:, at:]], 1)
-    names = names[:at] + [f"v{n}" for n in todo] + names[at:]
+    names = names[:at] + [_velocity_name(n) for n in todo] + names[at:]
     vu = [f"{units[i]}/s" if units[i] else "" for i in idx]
     units = units[:at] + vu + units[at:]
     return np.ascontiguousarray(behavior, dtype=np.float32), names, units
@@ -766,10 +778,12 @@ def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, laz
     """Read one session. With `lazy`, `session.lfp` stays on disk (a LazyArray)."""
     from pynwb import NWBHDF5IO
     from pynwb.base import TimeSeries
+    from pynwb.behavior import SpatialSeries
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such NWB file")
+    positions: list[str] = []  # outputs read from SpatialSeries of a Position container: velocity derived
     m = NWBMapping.from_dict(mapping) if isinstance(mapping, dict) else (mapping or NWBMapping())
     with NWBHDF5IO(str(path), "r") as io:
         nwb = io.read()
@@ -825,10 +839,12 @@ def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, laz
                 nms = nm if nm is not None and len(nm) == x.shape[1] else _names(p, ts)
                 names += nms
                 units += [_unit(ts)] * len(nms)
+                if isinstance(ts, SpatialSeries) and type(ts.parent).__name__ == "Position" and x.shape[1] <= 3:
+                    positions += nms
         behavior = np.ascontiguousarray(np.concatenate(cols, 1), dtype=np.float32)
         behavior, filled = _fill_behavior(path, behavior, names)
         if m.derive_velocity:
-            behavior, names, units = derive_velocity(behavior, names, units, bin_width)
+            behavior, names, units = derive_velocity(behavior, names, units, bin_width, positions)
         latents = None
         if m.latents and isinstance(inv.get(m.latents), TimeSeries):
             latents = _at_bins(inv[m.latents], t_bins, bin_width)

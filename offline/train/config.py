@@ -180,6 +180,11 @@ class ExportConfig:
     # the outputs "best" is scored on (names, e.g. ["vx", "vy", "grip"]): the ones the experiment uses;
     # empty: every output (a position that no decoder predicts can dominate the mean otherwise)
     choose_outputs: list[str] = field(default_factory=list)
+    # what "best" compares: "own" (each candidate's validation R² with its readout fit on each
+    # training session's own fit block: the bundle used on its export session's day) or
+    # "transfer" (the candidate as shipped, the export session's readout and embedding with no
+    # refit, on the OTHER training sessions' validation blocks: the bundle used on a new day)
+    choose_by: str = "own"
     model: str = "distilled_sup"  # which distilled student: "distilled_sup" or "distilled" (ridge on its latents)
     session: int = 0  # its session embedding is frozen into the graph
     opset: int = 17
@@ -216,6 +221,8 @@ class DistillRunConfig:
             raise ValueError(f"window_bins must be >= 2, got {self.window_bins}")
         if self.export.model not in ("distilled_sup", "distilled"):
             raise ValueError(f"export.model must be 'distilled_sup' or 'distilled', got {self.export.model!r}")
+        if self.export.choose_by not in ("own", "transfer"):
+            raise ValueError(f"export.choose_by must be 'own' or 'transfer', got {self.export.choose_by!r}")
         if self.export.choose not in ("best", "distilled", "lfp_only", "ridge"):
             raise ValueError(f"export.choose must be 'best', 'distilled', 'lfp_only' or 'ridge', got {self.export.choose!r}")
 

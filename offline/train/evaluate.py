@@ -71,15 +71,24 @@ def val_score(rows: list[dict], model: str, outputs: list[int] | None = None) ->
 
 
 def choose_decoder(rows: list[dict], choose: str, candidates: dict[str, str], n_sessions: int | None = None,
-                   outputs: list[str] | None = None, names: list[str] | None = None) -> dict:  # fmt: skip
+                   outputs: list[str] | None = None, names: list[str] | None = None, transfer: dict | None = None,
+                   by: str = "own") -> dict:  # fmt: skip
     """The decoder for the bundle: `choose` "best" takes the candidate ({name: evaluation row
     model}) with the highest validation R² (on the outputs named in `outputs`, of `names`;
-    default every output); a candidate name forces it. Returns the choice, every candidate's
-    validation R², the margin of the chosen one over the best other (negative when a forced
-    choice is not the best), and a warning when it is below the lagged ridge."""
+    default every output); a candidate name forces it. `by` "own" scores the evaluation rows
+    (each session's readout fit on its own fit block), "transfer" the `transfer` figures ({name:
+    validation R² as shipped on the other training sessions}, `shipped_scores`). Returns the
+    choice, every candidate's validation R² (both kinds), the margin of the chosen one over the
+    best other (negative when a forced choice is not the best), and a warning when it is below
+    the lagged ridge."""
     idx = [list(names).index(o) for o in outputs] if outputs else None
-    val = {k: val_score(rows, m, idx) for k, m in candidates.items()}
-    val = {k: v for k, v in val.items() if v is not None}
+    own = {k: val_score(rows, m, idx) for k, m in candidates.items()}
+    own = {k: v for k, v in own.items() if v is not None}
+    transfer = {k: float(v) for k, v in (transfer or {}).items() if v is not None}
+    if by == "transfer" and not transfer:
+        raise ValueError("export.choose_by = \"transfer\" needs at least 2 training sessions (the candidates are scored "
+                         "as shipped on the training sessions other than export.session); use choose_by = \"own\"")  # fmt: skip
+    val = transfer if by == "transfer" else own
     if not val:
         raise ValueError("no validation R² for any exported-decoder candidate: the evaluation rows have no val_r2")
     if choose == "best":
@@ -90,9 +99,9 @@ def choose_decoder(rows: list[dict], choose: str, candidates: dict[str, str], n_
         raise ValueError(f"export.choose = {choose!r} has no validation figure; candidates: {sorted(val)}")
     others = {k: v for k, v in val.items() if k != chosen}
     runner = max(others, key=lambda k: others[k]) if others else None
-    out = {"choose": choose, "chosen": chosen, "row": candidates[chosen], "val_r2": val, "runner_up": runner,
+    out = {"choose": choose, "by": by, "chosen": chosen, "row": candidates[chosen], "val_r2": val, "runner_up": runner,
            "margin": None if runner is None else val[chosen] - val[runner], "n_sessions": n_sessions,
-           "outputs": list(outputs) if outputs else "all"}  # fmt: skip
+           "outputs": list(outputs) if outputs else "all", "val_r2_own": own, "val_r2_transfer": transfer or None}  # fmt: skip
     ridge = val.get("ridge")
     out["below_ridge"] = bool(ridge is not None and chosen != "ridge" and val[chosen] < ridge)
     out["warning"] = (f"the exported decoder ({chosen}, validation R² {val[chosen]:.3f}) is below the lagged ridge on LFP "
@@ -102,11 +111,18 @@ def choose_decoder(rows: list[dict], choose: str, candidates: dict[str, str], n_
 
 
 def choice_markdown(c: dict) -> str:
+    by = c.get("by", "own")
+    what = ("as shipped (the export session's readout, no refit) on the other training sessions' validation blocks"
+            if by == "transfer" else "mean over the training sessions' validation blocks, each with its own readout")
     lines = ["", "### Exported decoder", "",
-             f"**{c['chosen']}** (export.choose = \"{c['choose']}\"; row {c['row']}). Validation R² (mean over the "
-             "training sessions' validation blocks, "
+             f"**{c['chosen']}** (export.choose = \"{c['choose']}\", choose_by = \"{by}\"; row {c['row']}). Validation R² ({what}, "
              + ("all outputs" if c.get("outputs", "all") == "all" else "outputs " + ", ".join(c["outputs"])) + "): "
              + ", ".join(f"{k} {v:.3f}" for k, v in sorted(c["val_r2"].items(), key=lambda kv: -kv[1])) + "."]  # fmt: skip
+    other = c.get("val_r2_own") if by == "transfer" else c.get("val_r2_transfer")
+    if other:
+        lines.append(("With each session's own readout" if by == "transfer" else
+                      "As shipped on the other training sessions (choose_by = \"transfer\")") + ": "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in sorted(other.items(), key=lambda kv: -kv[1])) + ".")  # fmt: skip
     if c["runner_up"] is not None:
         lines.append(f"Margin over the runner-up ({c['runner_up']}): {c['margin']:+.3f}.")
     if c.get("warning"):

@@ -521,6 +521,88 @@ def _exported(cfg, data, models, chosen: str):
     return models["distilled"], BehaviorHead.from_ridge(r.w, r.b), e
 
 
+def _shipped(cfg, data, models, chosen: str):
+    """A candidate as its bundle computes it: (session, bins) -> predictions in the export
+    session's units, with the export session's readout and session embedding; nothing is refit
+    on the session it is applied to (what `rtdecode run` does on a new day)."""
+    student, head, emb = _exported(cfg, data, models, chosen)
+    if student is None:  # the lagged ridge
+        n = lags(cfg)
+        return lambda s, idx: head.predict(lagged_features(s.features, idx, n))
+
+    def predict(s, idx):
+        lat = student_latents(student, s.features, emb, cfg.window_bins, idx)
+        with torch.no_grad():
+            return head(torch.from_numpy(lat)).numpy()
+
+    return predict
+
+
+def shipped_scores(cfg, data, n_train: int, models, candidates, idx: list[int] | None) -> dict:
+    """Validation R² of each candidate as shipped (`_shipped`) on the training sessions other
+    than export.session (mean over the outputs `idx`, then over those sessions): what
+    export.choose_by = "transfer" compares. {} with a single training session. Reads only
+    validation blocks."""
+    others = [j for j in range(n_train) if j != cfg.export.session]
+    out = {}
+    for k in candidates if others else ():
+        try:
+            f = _shipped(cfg, data, models, k)
+        except KeyError:  # a candidate this run did not train
+            continue
+        per = []
+        for j in others:
+            vi = _val_idx(data[j])
+            r2 = r2_score(data[j].behavior[vi], f(data[j], vi))
+            per.append(float(np.mean(r2 if idx is None else r2[idx])))
+        out[k] = round(float(np.mean(per)), 6)
+    return out
+
+
+def shipped_rows(cfg, data, n_train: int, models, chosen: str) -> list[dict]:
+    """The exported decoder as shipped on every session's test block (scored only: nothing is
+    chosen on these): R² per output, with the session's role (export session, other training
+    session, unseen session)."""
+    f = _shipped(cfg, data, models, chosen)
+    rows = []
+    for i, s in enumerate(data):
+        te = _test_idx(s)
+        role = "export" if i == cfg.export.session else "training" if i < n_train else "unseen"
+        rows.append({"session": s.session_id, "role": role, "r2": [round(float(v), 6) for v in r2_score(s.behavior[te], f(s, te))]})
+    return rows
+
+
+def shipped_markdown(rows: list[dict], names: list[str], choice: dict, idx: list[int] | None) -> tuple[str, str | None]:
+    """The report's table of the exported decoder as shipped, and a warning when it does not
+    carry over to the unseen sessions (their mean R² on the chosen outputs below half its
+    validation figure, or not positive)."""
+    pick = (lambda r: r) if idx is None else (lambda r: [r[k] for k in idx])
+    lines = ["", "### The exported decoder as shipped (no refit)", "",
+             f"**{choice['chosen']}** with export session {next((r['session'] for r in rows if r['role'] == 'export'), '?')}'s "
+             + ("readout" if choice["chosen"] == "ridge" else "readout and session embedding")
+             + ", on every session's test block, as `rtdecode run` decodes a new day: nothing "
+             "refit. (The 'zero-shot' rows above refit every readout on the unseen session's training time, as in the "
+             "paper: they are what a lab gets after a calibration block, these what it gets without one.)", "",
+             "| session | role | " + " | ".join(names) + " | mean |", "|---|---|" + "---|" * (len(names) + 1)]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {r['session']} | {r['role']} | " + " | ".join(f"{v:.3f}" for v in r["r2"]) + f" | {np.mean(pick(r['r2'])):.3f} |")
+    unseen = [float(np.mean(pick(r["r2"]))) for r in rows if r["role"] == "unseen"]
+    own = (choice.get("val_r2_own") or {}).get(choice["chosen"])
+    warn = None
+    if unseen:
+        m = float(np.mean(unseen))
+        what = "all outputs" if idx is None else ", ".join(names[k] for k in idx)
+        lines += ["", f"Mean over the {len(unseen)} unseen sessions ({what}): **{m:.3f}**"
+                  + (f"; its validation figure with each session's own readout: {own:.3f}." if own is not None else ".")]  # fmt: skip
+        if own is not None and (m <= 0 or m < 0.5 * own):
+            warn = (f"the exported decoder ({choice['chosen']}) reaches R² {m:.3f} on the unseen sessions as shipped (its export "
+                    f"session's readout, no refit), against {own:.3f} on validation with each session's own readout: it does "
+                    "not carry over to new days as it is. export.choose_by = \"transfer\" ships the candidate that carries "
+                    "over best; or train on data of the day it will decode")  # fmt: skip
+            lines.append(f"WARNING: {warn}.")
+    return "\n".join(lines) + "\n", warn
+
+
 # ------------------------------------------------------------------------------------------
 # the run
 
@@ -775,8 +857,14 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
         kin = [k for k, nm in enumerate(names) if nm in ("vx", "vy", "grip")]
         subsets = {"velocity and grip (" + ", ".join(names[k] for k in kin) + ")": kin} if kin else None
         summary = summarize(rows, COMPARISONS, subsets=subsets, output_names=names)
-        choice = choose_decoder(rows, cfg.export.choose, {**CHOICES, "distilled": _distilled_row(cfg)}, n_train,
-                                outputs=list(cfg.export.choose_outputs), names=names)  # fmt: skip
+        cands = {**CHOICES, "distilled": _distilled_row(cfg)}
+        out_idx = [names.index(o) for o in cfg.export.choose_outputs] or None
+        transfer = shipped_scores(cfg, data, n_train, models, cands, out_idx)
+        choice = choose_decoder(rows, cfg.export.choose, cands, n_train, outputs=list(cfg.export.choose_outputs),
+                                names=names, transfer=transfer, by=cfg.export.choose_by)  # fmt: skip
+        shipped = shipped_rows(cfg, data, n_train, models, choice["chosen"])
+        shipped_md, choice["transfer_warning"] = shipped_markdown(shipped, names, choice, out_idx)
+        choice["shipped"] = shipped
         summary["export_choice"] = choice
         objectives = {k: models.get(f"{k}_objective") for k in ("distilled", "lfp_only")}
         summary["objective_choice"] = objectives if any(objectives.values()) else None
@@ -786,6 +874,7 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
         with open(report["markdown"], "a") as fh:
             fh.write(stats_markdown(summary["paired"], {**LABELS, "best_lfp": "best LFP decoder (by validation R²)"}))
             fh.write(objective_markdown(summary["objective_choice"]))
+            fh.write(shipped_md)
         student, head, emb = _exported(cfg, data, models, choice["chosen"])
         s0 = sessions[cfg.export.session]
         prov = {
@@ -867,9 +956,10 @@ def main_distill(config_path: str, out: str | None, resume: bool) -> int:
     if init_distributed().main:
         print((out_dir / "report" / "metrics.md").read_text())
         print(f"bundle: {path}")
-        warn = json.loads((out_dir / "report" / "metrics.json").read_text()).get("export_choice", {}).get("warning")
-        if warn:
-            print(f"WARNING: {warn}")
+        choice = json.loads((out_dir / "report" / "metrics.json").read_text()).get("export_choice", {})
+        for warn in (choice.get("warning"), choice.get("transfer_warning")):
+            if warn:
+                print(f"WARNING: {warn}")
     return 0
 
 

@@ -412,3 +412,18 @@ def test_behaviour_dropouts_are_interpolated_with_a_warning_and_an_empty_output_
     d["grip"][:] = np.nan
     with pytest.raises(NWBMappingError, match="'grip' is NaN or infinite at 900 of 900 bins"):
         read_session(write_layout_a(tmp_path / "none.nwb", d), mapping)
+
+
+def test_a_position_container_gets_its_velocity_derived_under_the_default_mapping(tmp_path):
+    """A DANDI-style Position/SpatialSeries read by the default mapping (names hand_x, hand_y)
+    gets hand_vx, hand_vy: the backward difference, as for outputs named x and y."""
+    from offline.data.nwb import read_session
+
+    d = truth(8)
+    p, want = write_layout_c(tmp_path / "v.nwb", d, ppm=0.0)
+    s = read_session(p)
+    assert s.behavior_names == ["hand_x", "hand_y", "hand_vx", "hand_vy", "grip"]
+    assert s.behavior_units[2:4] == ["m/s", "m/s"]
+    v = np.vstack([np.zeros((1, 2)), np.diff(want["pos"], axis=0) / BW])
+    np.testing.assert_allclose(s.behavior[:, 2:4], v, rtol=1e-4, atol=1e-4)
+    assert read_session(p, {"derive_velocity": False}).behavior_names == ["hand_x", "hand_y", "grip"]

@@ -185,6 +185,8 @@ def test_the_choice_can_be_scored_on_the_outputs_the_experiment_uses():
     assert load_config({"export": {"choose_outputs": ["vx", "vy"]}}).export.choose_outputs == ["vx", "vy"]
     with pytest.raises(ConfigError, match="choose_outputs"):
         load_config({"export": {"choose_outputs": "vx"}})
+    with pytest.raises(ConfigError, match="choose_by must be 'own' or 'transfer'"):
+        load_config({"export": {"choose_by": "transfr"}})
 
 
 def test_the_bundle_holds_the_decoder_the_config_chooses(tmp_path, monkeypatch, capsys):
@@ -196,7 +198,8 @@ def test_the_bundle_holds_the_decoder_the_config_chooses(tmp_path, monkeypatch, 
     import offline.train.pipeline as pl
     from offline.train.distill import StudentObjective
     from offline.train.decode import lagged_features
-    from rtdecode.batch import decode_recording
+    from offline.train.evaluate import choose_decoder
+    from rtdecode.batch import decode_recording, r2_score
     from rtdecode.bundle import load_bundle
 
     made = []
@@ -229,6 +232,23 @@ def test_the_bundle_holds_the_decoder_the_config_chooses(tmp_path, monkeypatch, 
         assert b.model.kind == "window" and b.model.window_bins == pl.lags(cfg_)
         want = r.predict(lagged_features(data[0].features, np.arange(data[0].n_bins), pl.lags(cfg_)))
         np.testing.assert_allclose(decode_recording(b, sessions[0].lfp), want, rtol=1e-4, atol=1e-4)
+    # the exported decoder as shipped: what the bundle decodes on every session, nothing refit
+    # (checked against the bundle itself, by the runtime's offline pass, on each test block)
+    cfg_ = pl.load_config(cfg)
+    _, data, n_train = pl.prepare(sessions, cfg_)
+    assert [r["role"] for r in c["shipped"]] == ["export"] + ["training"] * (n_train - 1) + ["unseen"] * (len(data) - n_train)
+    for r, s, d in zip(c["shipped"], sessions, data):
+        te = np.arange(d.test.start, d.test.stop)
+        got = r2_score(d.behavior[te], decode_recording(b, s.lfp)[te])
+        np.testing.assert_allclose(r["r2"], got, atol=2e-3)
+    assert "### The exported decoder as shipped (no refit)" in md and "Mean over the" in md
+    assert set(c["val_r2_transfer"]) == {"distilled", "lfp_only", "ridge"} and c["by"] == "own"
+    # choose_by = "transfer": the candidate that carries over best to the other training sessions
+    t = choose_decoder(rows, "best", {"distilled": "distilled_sup", "lfp_only": "lfp_multi", "ridge": "ridge_lfp"},
+                       transfer=c["val_r2_transfer"], by="transfer")  # fmt: skip
+    assert t["chosen"] == max(c["val_r2_transfer"], key=c["val_r2_transfer"].get) and t["val_r2"] == c["val_r2_transfer"]
+    with pytest.raises(ValueError, match="at least 2 training sessions"):
+        choose_decoder(rows, "best", {"ridge": "ridge_lfp"}, transfer={}, by="transfer")
     # distilled and LFP-only pre-training: the same reconstruction weight, each student's own
     # input masking (loss.distill_mask_ratio, loss.mask_ratio), alignment only for the distilled one
     pre = {st: (rc, mr, al) for st, rc, mr, al in made}
@@ -255,7 +275,9 @@ def test_the_bundle_holds_the_decoder_the_config_chooses(tmp_path, monkeypatch, 
     assert b2.model.kind == "window" and b2.provenance["export"]["session_embedding"] == 0
     below = fc["val_r2"]["lfp_only"] < fc["val_r2"]["ridge"]
     assert fc["below_ridge"] == below
-    assert outlines[-1].startswith("WARNING: the exported decoder (lfp_only") == below
+    warned = [ln for ln in outlines if ln.startswith("WARNING: ")]
+    assert any("is below the lagged ridge" in ln for ln in warned) == below
+    assert any("does not carry over to new days" in ln for ln in warned) == (fc["transfer_warning"] is not None)
 
 
 def test_choose_masking_keeps_each_students_better_pretraining_on_validation(tmp_path, monkeypatch):
