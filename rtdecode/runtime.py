@@ -109,6 +109,7 @@ class Telemetry:
     published: int = 0
     skipped: int = 0  # bins not decoded under the 'newest' stall policy
     overruns: int = 0
+    late_on_arrival: int = 0  # overruns already past the deadline when their chunk was pulled: the stream's lateness
     gaps: int = 0
     filled_samples: int = 0
     resets: int = 0
@@ -199,6 +200,8 @@ class Runtime:
         self._gc_tick = False
         self.rt_priority = "off"  # what rt_priority achieved (summary)
         self._ticks = 0
+        self._late_at = (0, 0, 0, 0, 0)  # published, overruns, late_on_arrival, samples, pulls at the last status
+        self._late_warned = False
 
     # -- construction -------------------------------------------------------------
     @classmethod
@@ -481,6 +484,8 @@ class Runtime:
             if age > self.deadline_ms:
                 f |= FLAG_OVERRUN
                 self.tel.overruns += 1
+                if age - lat > self.deadline_ms:  # late before rtdecode had its samples
+                    self.tel.late_on_arrival += 1
             self.sink.publish_kinematics(self.seq, t_lsl, t_pub, lat, y, f,
                                          chain_ms=self._chain_ms, infer_ms=infer_ms, age_ms=age)  # fmt: skip
             if lsl_out is not None:
@@ -554,12 +559,34 @@ class Runtime:
                         "features %.3g)", max(var, 0.0) ** 0.5)  # fmt: skip
             self._scale_flag = 0
 
+    def _check_lateness(self) -> None:
+        """Once per status period: when a tenth of the period's bins overran and nearly all of them
+        were already late when their chunk was pulled, the stream's chunking is the cause (an
+        outlet that sends chunks longer than a bin holds a bin's last sample until the chunk
+        goes), not rtdecode's processing: say so once, with the fix."""
+        t = self.tel
+        bins, over, late = t.published - self._late_at[0], t.overruns - self._late_at[1], t.late_on_arrival - self._late_at[2]
+        pulls = getattr(getattr(self.source, "events", None), "chunks", 0) or 0
+        samples, n_pulls = t.samples - self._late_at[3], pulls - self._late_at[4]
+        self._late_at = (t.published, t.overruns, t.late_on_arrival, t.samples, pulls)
+        if self._late_warned or bins < 20 or over < max(5, 0.1 * bins) or late < 0.8 * over:
+            return
+        self._late_warned = True
+        per = samples / n_pulls if n_pulls > 0 else float("nan")
+        rate = self.bundle.sampling_rate
+        log.warning("%d of %d bins in the last status period were past the %.3g ms deadline before rtdecode had their "
+                    "samples (the stream arrives in chunks of %.1f samples on average, %.1f ms): the lateness is the "
+                    "outlet's chunking, not the decoding. Send smaller chunks from the acquisition (at most one bin, "
+                    "%d samples), or set --deadline-ms above the chunk's duration plus the processing time",
+                    over, bins, self.deadline_ms, per, 1e3 * per / rate, self.chain.spec.bin_samples)  # fmt: skip
+
     def _status(self, now: float) -> None:
         self._ticks += 1
         if self._gc_tick:  # the loop's one collection per tick, right after a chunk was handled
             gc.collect()
         self._check_channels()
         self._check_scale()
+        self._check_lateness()
         src_ev = getattr(self.source, "events", None)
         p = self.tel.percentiles(since_mark=True)
         pa = self.tel.percentiles(since_mark=True, which="age")
@@ -573,6 +600,7 @@ class Runtime:
             "lat_ms": p,
             "age_ms": pa,
             "overruns": self.tel.overruns,
+            "late_on_arrival": self.tel.late_on_arrival,
             "skipped": self.tel.skipped,
             "gaps": self.tel.gaps,
             "filled_samples": self.tel.filled_samples,
@@ -608,6 +636,7 @@ class Runtime:
             "published": self.tel.published,
             "skipped": self.tel.skipped,
             "overruns": self.tel.overruns,
+            "late_on_arrival": self.tel.late_on_arrival,
             "deadline_ms": self.deadline_ms,
             "lat_ms": p,
             "age_ms": self.tel.percentiles(which="age"),

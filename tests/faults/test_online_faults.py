@@ -74,6 +74,22 @@ def test_slow_inference_is_counted_flagged_and_the_loop_recovers(bundle4, policy
     assert all(any(ok[i + 1 : i + 21]) for i in ends)
 
 
+def test_bins_late_from_the_outlets_chunking_are_counted_and_explained_once(bundle4, caplog):
+    """An outlet that pushes 25-sample chunks (25 ms) holds a 10-ms bin's last sample until its
+    chunk goes: those bins overrun the 10 ms deadline before rtdecode has them. They are counted
+    (late_on_arrival) and the log says once that the chunking is the cause, with the fix."""
+    with caplog.at_level("WARNING", logger="rtdecode.runtime"):
+        h, summary, _ = run_outlet(bundle4, "chunky", duration=4.0, chunk=25)
+    assert summary["bins"] >= 150 and summary["overruns"] >= 0.2 * summary["published"]
+    assert summary["late_on_arrival"] >= 0.8 * summary["overruns"]
+    said = [r.getMessage() for r in caplog.records if "the lateness is the outlet's chunking" in r.getMessage()]
+    assert len(said) == 1 and "in chunks of" in said[0] and "--deadline-ms" in said[0], said
+    assert any(s.get("late_on_arrival", 0) > 0 for s in h.status)
+    # 10-sample chunks (one bin each): late only where the outlet's process was (its sleeps, the start)
+    _, ok, _ = run_outlet(bundle4, "onebin", duration=3.0, chunk=10)
+    assert ok["late_on_arrival"] / ok["published"] < 0.25 * summary["late_on_arrival"] / summary["published"]
+
+
 def test_flat_channel_is_detected_flagged_and_published(bundle4):
     h, summary, _ = run_outlet(bundle4, "flat", duration=2.5, flat_channel=2)
     assert summary["flat_channels"] == [2]
