@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:  # said by the command's parser, with its usage (not the top-level one's)
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
         sub.error(f"unrecognized arguments: {' '.join(extra)}")
-    quiet_liblsl(link_only=args.command in ("demo", "bench"))  # before anything imports pylsl
+    quiet_liblsl(link_only=args.command in ("demo", "bench"), verbose=bool(args.verbose))  # before anything imports pylsl
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)

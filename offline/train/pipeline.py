@@ -592,12 +592,12 @@ def shipped_markdown(rows: list[dict], names: list[str], choice: dict, idx: list
     if unseen:
         m = float(np.mean(unseen))
         what = "all outputs" if idx is None else ", ".join(names[k] for k in idx)
-        lines += ["", f"Mean over the {len(unseen)} unseen sessions ({what}): **{m:.3f}**"
+        lines += ["", f"Mean over the {len(unseen)} unseen session{'s' if len(unseen) > 1 else ''} ({what}): **{m:.3f}**"
                   + (f"; its validation figure with each session's own readout: {own:.3f}." if own is not None else ".")]  # fmt: skip
         if own is not None and (m <= 0 or m < 0.5 * own):
             warn = (f"the exported decoder ({choice['chosen']}) reaches R² {m:.3f} on the unseen sessions as shipped (its export "
-                    f"session's readout, no refit), against {own:.3f} on validation with each session's own readout: it does "
-                    "not carry over to new days as it is. export.choose_by = \"transfer\" ships the candidate that carries "
+                    f"session's readout, no refit), against {own:.3f} on validation with each session's own readout: it keeps "
+                    "less than half of that on new days as it is. export.choose_by = \"transfer\" ships the candidate that carries "
                     "over best; or train on data of the day it will decode")  # fmt: skip
             lines.append(f"WARNING: {warn}.")
     return "\n".join(lines) + "\n", warn

@@ -158,6 +158,17 @@ def test_liblsl_info_lines_are_off_unless_the_user_configured_liblsl(tmp_path, b
     assert loud.returncode == 2 and " INFO|" in loud.stderr, loud.stderr
 
 
+def test_liblsl_prints_only_fatal_errors_unless_verbose(tmp_path):
+    """rtdecode reports stream events itself, so liblsl's "ERR| Stream transmission broke off" at
+    a normal stream end is not shown; with -v liblsl's errors are (the config handed to liblsl)."""
+    env = _env_without_lsl_config(tmp_path)
+    code = ("import os, sys; from rtdecode.lsl_config import quiet_liblsl; quiet_liblsl(verbose=sys.argv[1] == 'v'); "
+            "print(open(os.environ['LSLAPICFG']).read())")  # fmt: skip
+    for arg, level in (("q", "level = -3"), ("v", "level = -2")):
+        r = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+        assert r.returncode == 0 and level in r.stdout, (r.stdout, r.stderr)
+
+
 def test_quiet_hides_the_status_line_but_prints_the_summary(tmp_path, bundle):
     name = unique_name("quiet")
     out = start_outlet(name, channels=4, duration=30.0)

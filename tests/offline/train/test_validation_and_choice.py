@@ -277,7 +277,7 @@ def test_the_bundle_holds_the_decoder_the_config_chooses(tmp_path, monkeypatch, 
     assert fc["below_ridge"] == below
     warned = [ln for ln in outlines if ln.startswith("WARNING: ")]
     assert any("is below the lagged ridge" in ln for ln in warned) == below
-    assert any("does not carry over to new days" in ln for ln in warned) == (fc["transfer_warning"] is not None)
+    assert any("less than half of that on new days" in ln for ln in warned) == (fc["transfer_warning"] is not None)
 
 
 def test_choose_masking_keeps_each_students_better_pretraining_on_validation(tmp_path, monkeypatch):
