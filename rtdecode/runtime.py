@@ -349,6 +349,9 @@ class Runtime:
         spec = self.bundle.chain
         self.chain.process(np.zeros((spec.bin_samples, spec.n_channels), dtype=np.float32), spec.bin_samples)
         self.chain.reset()
+        probe = np.full((1, spec.n_channels), np.nan, dtype=np.float32)  # the repair's kernels, loaded before a NaN comes
+        if has_nonfinite(probe, 1):
+            hold_nonfinite(probe, 1, np.zeros(spec.n_channels, dtype=np.float32))
         if before_flush is not None:
             before_flush()
         flush = getattr(self.source, "flush", None)
