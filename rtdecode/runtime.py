@@ -109,7 +109,7 @@ class Telemetry:
     published: int = 0
     skipped: int = 0  # bins not decoded under the 'newest' stall policy
     overruns: int = 0
-    late_on_arrival: int = 0  # overruns already past the deadline when their chunk was pulled: the stream's lateness
+    late_on_arrival: int = 0  # overruns already past the deadline when their chunk was pulled (not filled bins)
     gaps: int = 0
     filled_samples: int = 0
     resets: int = 0
@@ -487,7 +487,7 @@ class Runtime:
             if age > self.deadline_ms:
                 f |= FLAG_OVERRUN
                 self.tel.overruns += 1
-                if age - lat > self.deadline_ms:  # late before rtdecode had its samples
+                if age - lat > self.deadline_ms and not f & FLAG_GAP:  # late before the pull returned its samples
                     self.tel.late_on_arrival += 1
             self.sink.publish_kinematics(self.seq, t_lsl, t_pub, lat, y, f,
                                          chain_ms=self._chain_ms, infer_ms=infer_ms, age_ms=age)  # fmt: skip
@@ -572,10 +572,11 @@ class Runtime:
         pulls = getattr(getattr(self.source, "events", None), "chunks", 0) or 0
         samples, n_pulls = t.samples - self._late_at[3], pulls - self._late_at[4]
         self._late_at = (t.published, t.overruns, t.late_on_arrival, t.samples, pulls)
-        if self._late_warned or bins < 20 or over < max(5, 0.1 * bins) or late < 0.8 * over:
+        per = samples / n_pulls if n_pulls > 0 else 0.0
+        # chunks longer than a bin: else the lateness came from elsewhere (a stall before the pull)
+        if self._late_warned or bins < 20 or over < max(5, 0.1 * bins) or late < 0.8 * over or per <= self.chain.spec.bin_samples:
             return
         self._late_warned = True
-        per = samples / n_pulls if n_pulls > 0 else float("nan")
         rate = self.bundle.sampling_rate
         log.warning("%d of %d bins in the last status period were past the %.3g ms deadline before rtdecode had their "
                     "samples (the stream arrives in chunks of %.1f samples on average, %.1f ms): the lateness is the "

@@ -23,10 +23,13 @@ not found, `NWBMappingError` lists everything the file contains.
 
 Reading: the LFP is not loaded; `session.lfp` is a `LazyArray` over the HDF5 dataset (shape,
 slicing, np.asarray), so `rtdecode.dsp.compute_features` streams it block by block. Values
-are returned in microvolts (the series' conversion applied unless it already is 1e-6 V).
-Spikes are binned to `bin_width` on the LFP's time base; behaviour is read at bin centres
-(linear interpolation unless it is already sampled there), with each series' `unit`
-(`session.behavior_units`).
+are returned in microvolts: data x conversion x channel_conversion[channel] + offset (NWB's
+volts), x 1e6. An LFP with `timestamps` is binned on its own stamps (`_bin_edges`; a clock up
+to 1000 ppm off the nominal rate is followed) and refused where they pause. Spikes are binned
+to `bin_width` on the LFP's time base; behaviour is read at bin centres (sliced when already
+sampled there, else linear interpolation), with each series' `unit` (`session.behavior_units`)
+and its conversion and offset; NaN behaviour is interpolated in time with a warning
+(`_fill_behavior`); SpatialSeries of a Position container get a derived velocity too.
 """
 
 from __future__ import annotations
@@ -191,6 +194,8 @@ class LazyArray:
         else:
             raise TypeError(f"{self!r} takes an int or a slice of rows; load it first (np.asarray) for other indexing")
         x = np.asarray(self._ds()[rows], dtype=np.float32)
+        if x.ndim == 1 and isinstance(rows, slice):  # a 1-D (single-channel) dataset: rows x 1
+            x = x.reshape(-1, self.shape[1])
         _to_microvolts(x, self.scale, self.gain, self.offset)
         return x[..., cols]
 
@@ -428,6 +433,11 @@ def lfp_info(path, inv: dict, m: NWBMapping) -> tuple[LFPInfo, object]:
         rate = float(1.0 / np.median(np.diff(ts[: min(10000, len(ts))]))) if len(ts) > 1 else 0.0
         if rate > 0 and abs(rate - round(rate)) < 1e-6 * rate:  # stamps k / rate in float: the rate they mean
             rate = float(round(rate))
+        spb, bw = rate * (m.bin_width or 0.01), m.bin_width or 0.01
+        if round(spb) >= 1 and abs(spb - round(spb)) < 1e-3 * spb:
+            # stamped by a clock that drifts from the amplifier's (up to 1000 ppm): the nominal rate
+            # (whole samples per bin) for the chain and for replay; the bins follow the stamps (_bin_edges)
+            rate = round(spb) / bw
     if not rate > 0:
         raise NWBMappingError(f"{path}: {lfp_path} has no sampling rate (rate missing, fewer than 2 timestamps)")
     t0 = float(es.starting_time or 0.0) if es.timestamps is None else float(es.timestamps[0])
@@ -464,8 +474,9 @@ def _check_continuous(path, lfp_path: str, timestamps, rate: float, chunk: int =
         d = np.diff(t)
         bad = np.flatnonzero((d > 1.5 / rate) | (d <= 0) | ~np.isfinite(d))
         if bad.size:
-            k = int(a + bad[0])
-            what = (f"a pause of {d[bad[0]]:.4g} s" if d[bad[0]] > 0 else f"a step of {d[bad[0]]:.4g} s (not increasing)")
+            k, v = int(a + bad[0]), d[bad[0]]
+            what = ("a stamp that is not a number" if not np.isfinite(v) else f"a pause of {v:.4g} s" if v > 0
+                    else f"a step of {v:.4g} s (not increasing)")  # fmt: skip
             raise NWBMappingError(f"{path}: {lfp_path}'s timestamps have {what} after sample {k} (t = {t[bad[0]]:.6g} s) "
                                   f"at {rate:g} Hz; rtdecode reads an LFP sampled without pauses. Write each continuous "
                                   "segment as its own file (one session each), or point mapping.lfp at a continuous series")  # fmt: skip
@@ -504,7 +515,8 @@ def _at_bins(ts, t_bins: np.ndarray, bin_width: float) -> np.ndarray:
     off = float(getattr(ts, "offset", 0.0) or 0.0)
     if ts.timestamps is None and abs(float(ts.rate) * bin_width - 1.0) < 1e-9:
         j0 = (t_bins[0] - float(ts.starting_time or 0.0)) * float(ts.rate)
-        if abs(j0 - round(j0)) < 1e-6 and 0 <= round(j0) and round(j0) + len(t_bins) <= n:
+        j1 = (t_bins[-1] - float(ts.starting_time or 0.0)) * float(ts.rate)  # the last centre on the grid too (drift)
+        if abs(j0 - round(j0)) < 1e-6 and abs(j1 - j0 - (len(t_bins) - 1)) < 1e-6 and 0 <= round(j0) and round(j0) + len(t_bins) <= n:
             j0 = int(round(j0))
             x = np.asarray(ts.data[j0 : j0 + len(t_bins)], np.float32).reshape(len(t_bins), -1)
             return x if conv == 1.0 and off == 0.0 else (x.astype(np.float64) * conv + off).astype(np.float32)
@@ -634,7 +646,8 @@ def derive_velocity(behavior: np.ndarray, names: list[str], units: list[str], bi
     v[0] = 0 (causal: bin i uses no later position; it is the mean velocity over the bin ending
     at bin i's centre). Inserted after the last position output; unit "<position unit>/s".
     Returns (behavior, names, units)."""
-    if any("vel" in n.lower() for n in names):  # the file has its own velocity: derive only for x, y, z
+    if any(re.search(r"(^|[_\W])(vel|velocity|v[xyz])([_\W]|$)", n.lower()) or "velocity" in n.lower() for n in names):
+        # the file has its own velocity: derive only for x, y, z
         positions = None
     pos = [n for n in names if n in POSITIONS or n in (positions or ())]
     todo = [n for n in pos if _velocity_name(n) not in names]

@@ -545,11 +545,11 @@ def shipped_scores(cfg, data, n_train: int, models, candidates, idx: list[int] |
     validation blocks."""
     others = [j for j in range(n_train) if j != cfg.export.session]
     out = {}
+    need = {"ridge": None, "lfp_only": "multi", "distilled": "sup" if cfg.export.model == "distilled_sup" else "distilled"}
     for k in candidates if others else ():
-        try:
-            f = _shipped(cfg, data, models, k)
-        except KeyError:  # a candidate this run did not train
+        if k not in need or (need[k] is not None and models.get(need[k]) is None):  # a candidate this run did not train
             continue
+        f = _shipped(cfg, data, models, k)
         per = []
         for j in others:
             vi = _val_idx(data[j])
@@ -797,6 +797,9 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
     if cfg.export.session >= n_train or cfg.eval.zero_shot_from >= n_train:
         raise ConfigError(f"export.session ({cfg.export.session}) and eval.zero_shot_from ({cfg.eval.zero_shot_from}) "
                           f"must name a training session (0..{n_train - 1})")  # fmt: skip
+    if cfg.export.choose_by == "transfer" and n_train < 2:
+        raise ConfigError(f"export.choose_by = \"transfer\" scores the candidates on the training sessions other than "
+                          f"export.session, and this run has {n_train}: use choose_by = \"own\", or train on more sessions")  # fmt: skip
     tick("features")
 
     nb = chain.n_branches

@@ -87,7 +87,7 @@ def test_bins_late_from_the_outlets_chunking_are_counted_and_explained_once(bund
     assert any(s.get("late_on_arrival", 0) > 0 for s in h.status)
     # 10-sample chunks (one bin each): late only where the outlet's process was (its sleeps, the start)
     _, ok, _ = run_outlet(bundle4, "onebin", duration=3.0, chunk=10)
-    assert ok["late_on_arrival"] / ok["published"] < 0.25 * summary["late_on_arrival"] / summary["published"]
+    assert ok["late_on_arrival"] / ok["published"] < 0.5 * summary["late_on_arrival"] / summary["published"]
 
 
 def test_flat_channel_is_detected_flagged_and_published(bundle4):

@@ -53,7 +53,7 @@ def test_nan_samples_are_repaired_online_as_the_offline_pass_repairs_them(bundle
         proc.stdout.close()
         summary = h.stop()
     offset = int(round((summary["first_sample_ts"] - t0) * FS))
-    assert 0 <= offset < 3000 and summary["repaired_chunks"] >= 3
+    assert 0 <= offset < 3000 and summary["repaired_chunks"] >= 1
     st: dict = {}
     offline = decode_recording(bundle4, lfp[offset:])
     from rtdecode.dsp import compute_features

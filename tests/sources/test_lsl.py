@@ -247,10 +247,11 @@ def test_arrival_stamped_stream_is_dejittered_without_gaps(lsl_outlet):
     np.testing.assert_allclose(np.diff(ts), 1.0 / RATE, atol=1e-6)
     # and it keeps to the acquisition schedule: the stamps are the push times plus 0-3 ms, so the
     # fitted clock runs behind the schedule by the mean push delay (host-dependent: 2-6 ms seen),
-    # never ahead of it, and that offset wanders by less than the pusher's 3 ms jitter range
+    # never ahead of it, and that offset wanders by less than the pusher's 3 ms jitter range plus
+    # what the clock's slew (500 ppm) can move in the first seconds of the fit
     offset = ts - (o.t0 + idx / RATE)
     assert offset.min() > -1e-3 and offset.max() < 50e-3, (offset.min(), offset.max())
-    assert np.ptp(offset) < 3e-3, np.ptp(offset)
+    assert np.ptp(offset) < 4e-3, np.ptp(offset)
 
 
 @pytest.mark.parametrize("seed", [2, 3])

@@ -375,6 +375,10 @@ def test_layout_c_unsigned_counts_offset_channel_gains_and_a_drifting_clock(tmp_
     s = read_session(p)
     assert s.lfp_rate == FS and s.n_bins == N_BINS
     np.testing.assert_allclose(np.asarray(s.lfp), want["lfp"], rtol=1e-5, atol=2e-3)
+    from offline.data.nwb import read_lfp  # `rtdecode replay FILE.nwb` plays it at the nominal rate, as trained
+
+    x, info = read_lfp(p, max_samples=100)
+    assert info.rate == FS and np.allclose(x, want["lfp"][:100], rtol=1e-5, atol=2e-3)
     np.testing.assert_array_equal(s.spikes, d["spikes"])
     assert s.behavior_names[:2] == ["hand_x", "hand_y"] and "grip" in s.behavior_names
     np.testing.assert_allclose(s.behavior[:, :2], want["pos"], atol=1e-6)
