@@ -431,3 +431,36 @@ def test_a_position_container_gets_its_velocity_derived_under_the_default_mappin
     v = np.vstack([np.zeros((1, 2)), np.diff(want["pos"], axis=0) / BW])
     np.testing.assert_allclose(s.behavior[:, 2:4], v, rtol=1e-4, atol=1e-4)
     assert read_session(p, {"derive_velocity": False}).behavior_names == ["hand_x", "hand_y", "grip"]
+
+
+def test_a_file_from_pynwbs_own_mock_generator_reads_by_the_default_mapping(tmp_path):
+    """pynwb.testing.mock (pynwb's generator, not ours): an ElectricalSeries in volts in
+    acquisition (conversion 1.0), units added with add_unit, a 60 Hz SpatialSeries in a Position
+    container. The default mapping reads microvolts, the spike counts, position and its velocity."""
+    from pynwb import NWBHDF5IO
+    from pynwb.behavior import Position
+    from pynwb.testing.mock.behavior import mock_SpatialSeries
+    from pynwb.testing.mock.ecephys import mock_ElectricalSeries
+    from pynwb.testing.mock.file import mock_NWBFile
+
+    from offline.data.nwb import read_session
+
+    rng = np.random.default_rng(9)
+    volts = (rng.standard_normal((20000, 5)) * 50e-6).astype(np.float32)
+    spikes = [np.sort(rng.uniform(0, 20, 100)) for _ in range(3)]
+    hand = np.cumsum(rng.standard_normal((1200, 2)), 0) * 1e-3
+    nwb = mock_NWBFile(session_id="mock", identifier="mock-1")
+    mock_ElectricalSeries(name="ElectricalSeries", data=volts, rate=1000.0, nwbfile=nwb)
+    for st in spikes:
+        nwb.add_unit(spike_times=st)
+    pos = Position(name="Position")
+    pos.add_spatial_series(mock_SpatialSeries(name="hand", data=hand, rate=60.0, starting_time=0.0))
+    nwb.create_processing_module("behavior", "tracking").add(pos)
+    with NWBHDF5IO(str(tmp_path / "mock.nwb"), "w") as io:
+        io.write(nwb)
+    s = read_session(tmp_path / "mock.nwb")
+    np.testing.assert_allclose(np.asarray(s.lfp), volts * 1e6, rtol=1e-5)
+    assert s.n_bins == 2000 and s.spikes.sum(0).tolist() == [int((st < 20.0).sum()) for st in spikes]
+    assert s.behavior_names == ["hand_x", "hand_y", "hand_vx", "hand_vy"]
+    t = (np.arange(2000) + 0.5) * 0.01  # bin centres; position linearly interpolated from 60 Hz
+    np.testing.assert_allclose(s.behavior[:, 0], np.interp(t, np.arange(1200) / 60.0, hand[:, 0]), rtol=1e-5, atol=1e-7)
