@@ -200,6 +200,15 @@ def main_demo(args) -> int:
               f"validation R² {vals}; margin over {choice['runner_up']} {choice['margin']:+.3f})", flush=True)
         if choice.get("warning"):
             print(f"[demo] WARNING: {choice['warning']}", flush=True)
+        unseen = [r for r in choice.get("shipped") or [] if r.get("role") == "unseen"]
+        names = list(bundle.output_names)
+        for r in unseen:  # the run's own figure for this decoder, as shipped, on the held-out day's test block
+            r2 = ", ".join(f"{n} {v:.2f}" for n, v in zip(names, r["r2"]))
+            print(f"[demo] the run's report, this decoder as shipped on {r['session']}'s test block (its last "
+                  f"{100 * (prov.get('config') or {}).get('data', {}).get('test_fraction', 0.2):.0f} %, not the part "
+                  f"replayed below): {r2}", flush=True)  # fmt: skip
+        if choice.get("transfer_warning"):
+            print(f"[demo] WARNING: {choice['transfer_warning']}", flush=True)
     elif prov.get("demo") == "quick":
         print("[demo] decoder in the bundle: ridge (--quick: a lagged ridge on the LFP features, no distillation)", flush=True)
     meta = heldout.meta or {}

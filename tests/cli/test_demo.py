@@ -91,6 +91,7 @@ def test_demo_decodes_its_held_out_session_online(tmp_path):
     manifest = json.loads((out / "run" / "bundle" / "manifest.json").read_text())
     chosen = manifest["provenance"]["decoder_choice"]["chosen"]
     assert f"[demo] decoder in the bundle: {chosen} " in r.stdout
+    assert "[demo] the run's report, this decoder as shipped on " in r.stdout  # the run's own test-block figure too
     assert re.search(r"\[demo\] bundle: .*/run/bundle\b", r.stdout)
     assert res["bins_warmup"] > 0 and res["bins_scored"] >= 1000, res  # at least 10 s past WARMUP
     assert res["max_abs_diff_online_vs_offline"] < 1e-4, res
