@@ -33,33 +33,42 @@ def _replay_proc(path, name: str):
     return proc, float(line.split()[1])
 
 
-def test_nan_samples_are_repaired_online_as_the_offline_pass_repairs_them(bundle4, tmp_path):
-    """One repair: NaN and Inf held at the channel's last finite value, by the runtime on a
-    stream and by compute_features on a file, so a model trains on what it will be fed."""
-    lfp, _ = synthetic_recording(n_samples=5000, n_channels=4, seed=4)
-    lfp[3000:3025, 1] = np.nan  # a channel out for 25 samples
-    lfp[3500, :] = np.inf  # one corrupt sample on every channel
-    lfp[4000:4003, 2] = -np.inf
-    rec = tmp_path / "nan.npz"
+def _replay_run(bundle, lfp, tmp_path, tag: str):
+    """The runtime on `rtdecode replay` of `lfp` (1 kHz) in another process, until every sample
+    it saw is decoded; returns (harness, summary, t0, offset: the first sample it saw)."""
+    rec = tmp_path / f"{tag}.npz"
     Recording(lfp, FS).save(rec)
-    name = unique_name("nanrep")
-    h = Harness(bundle4, name).start()
+    name = unique_name(tag)
+    h = Harness(bundle, name).start()
     proc, t0 = _replay_proc(rec, name)
+    n = len(lfp)
     try:
-        h.collect(lambda h: proc.poll() is not None, timeout=20)
+        h.collect(lambda h: proc.poll() is not None and len(h.msgs) > 0 and h.rt and
+                  h.rt.tel.samples >= n - (h.rt.first_sample_ts - t0) * FS - 1, timeout=20)  # fmt: skip
         time.sleep(0.3)
     finally:
         proc.wait(timeout=10)
         proc.stdout.close()
         summary = h.stop()
-    offset = int(round((summary["first_sample_ts"] - t0) * FS))
-    assert 0 <= offset < 3000 and summary["repaired_chunks"] >= 1
+    # which sample did the runtime see first? replay stamps sample k at t0 + k / fs
+    return h, summary, t0, int(round((summary["first_sample_ts"] - t0) * FS))
+
+
+def test_nan_samples_are_repaired_online_as_the_offline_pass_repairs_them(bundle4, tmp_path):
+    """One repair: NaN and Inf held at the channel's last finite value, by the runtime on a
+    stream and by compute_features on a file, so a model trains on what it will be fed."""
+    lfp, _ = synthetic_recording(n_samples=7000, n_channels=4, seed=4)
+    lfp[5000:5025, 1] = np.nan  # a channel out for 25 samples (5 s in: the stream opens in 1-3 s)
+    lfp[5500, :] = np.inf  # one corrupt sample on every channel
+    lfp[6000:6003, 2] = -np.inf
+    h, summary, _, offset = _replay_run(bundle4, lfp, tmp_path, "nanrep")
+    assert 0 <= offset < 5000 and summary["repaired_chunks"] >= 1
     st: dict = {}
     offline = decode_recording(bundle4, lfp[offset:])
     from rtdecode.dsp import compute_features
 
     compute_features(bundle4.chain, lfp[offset:], stats=st)
-    assert st["nonfinite"] == 25 + 4 + 3 and np.isnan(lfp[3000, 1])  # counted, and the caller's array untouched
+    assert st["nonfinite"] == 25 + 4 + 3 and np.isnan(lfp[5000, 1])  # counted, and the caller's array untouched
     online = np.stack([m["values"] for m in h.msgs])
     assert np.isfinite(offline).all() and len(online) == len(offline)
     np.testing.assert_allclose(online, offline, rtol=1e-5, atol=1e-5)
@@ -67,22 +76,8 @@ def test_nan_samples_are_repaired_online_as_the_offline_pass_repairs_them(bundle
 
 def test_online_equals_offline_every_bin_once_in_order(bundle4, tmp_path):
     lfp, _ = synthetic_recording(n_samples=6000, n_channels=4, seed=3)
-    rec = tmp_path / "rec.npz"
-    Recording(lfp, FS).save(rec)
-    name = unique_name("replay")
-    h = Harness(bundle4, name).start()
-    proc, t0 = _replay_proc(rec, name)
-    try:
-        h.collect(lambda h: proc.poll() is not None and len(h.msgs) > 0 and h.rt and
-                  h.rt.tel.samples >= 6000 - (h.rt.first_sample_ts - t0) * FS - 1, timeout=20)  # fmt: skip
-        time.sleep(0.3)
-    finally:
-        proc.wait(timeout=10)
-        proc.stdout.close()
-        summary = h.stop()
+    h, summary, t0, offset = _replay_run(bundle4, lfp, tmp_path, "replay")
     assert summary["samples"] > 2000 and h.msgs
-    # which sample did the runtime see first? replay stamps sample k at t0 + k / fs
-    offset = int(round((summary["first_sample_ts"] - t0) * FS))
     assert 0 <= offset < 4000
     offline = decode_recording(bundle4, lfp[offset:])
     seqs = [m["seq"] for m in h.msgs]
