@@ -34,7 +34,6 @@ and its conversion and offset; NaN behaviour is interpolated in time with a warn
 
 from __future__ import annotations
 
-import dataclasses
 
 import datetime as _dt
 import fnmatch
@@ -423,8 +422,10 @@ class LFPInfo:
     offset: float = 0.0  # microvolts added after scaling (the series' offset x 1e6)
 
 
-def lfp_info(path, inv: dict, m: NWBMapping) -> tuple[LFPInfo, object]:
-    """The mapping's ElectricalSeries and how to read it in microvolts."""
+def lfp_info(path, inv: dict, m: NWBMapping, bin_width: float | None = None) -> tuple[LFPInfo, object]:
+    """The mapping's ElectricalSeries and how to read it in microvolts. `bin_width` (default
+    mapping.bin_width, else 0.01 s): an LFP stamped by a drifting clock gets the nominal rate
+    with a whole number of samples in such a bin."""
     lfp_path, es = _pick_lfp(path, inv, m)
     if es.rate is not None:
         rate = float(es.rate)
@@ -433,7 +434,8 @@ def lfp_info(path, inv: dict, m: NWBMapping) -> tuple[LFPInfo, object]:
         rate = float(1.0 / np.median(np.diff(ts[: min(10000, len(ts))]))) if len(ts) > 1 else 0.0
         if rate > 0 and abs(rate - round(rate)) < 1e-6 * rate:  # stamps k / rate in float: the rate they mean
             rate = float(round(rate))
-        spb, bw = rate * (m.bin_width or 0.01), m.bin_width or 0.01
+        bw = bin_width or m.bin_width or 0.01
+        spb = rate * bw
         if round(spb) >= 1 and abs(spb - round(spb)) < 1e-3 * spb:
             # stamped by a clock that drifts from the amplifier's (up to 1000 ppm): the nominal rate
             # (whole samples per bin) for the chain and for replay; the bins follow the stamps (_bin_edges)
@@ -642,7 +644,8 @@ def derive_velocity(behavior: np.ndarray, names: list[str], units: list[str], bi
                     positions: list[str] | None = None):  # fmt: skip
     """Add a velocity for every position output that has none: outputs x, y, z (-> vx, vy, vz)
     and the columns of SpatialSeries in a Position container (`positions`, e.g. hand_x ->
-    hand_vx; not when an output's name has "vel" in it: the file has its own). The backward difference on the bin grid, v[i] = (p[i] - p[i-1]) / bin_width,
+    hand_vx; not when an output's name says velocity: the file has its own). The backward
+    difference on the bin grid, v[i] = (p[i] - p[i-1]) / bin_width,
     v[0] = 0 (causal: bin i uses no later position; it is the mean velocity over the bin ending
     at bin i's centre). Inserted after the last position output; unit "<position unit>/s".
     Returns (behavior, names, units)."""
@@ -809,13 +812,8 @@ def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, laz
                 meta_all = {}
         bin_width = m.bin_width or float(meta_all.get("bin_width", 0.01))
         # LFP
-        li, es = lfp_info(path, inv, m)
+        li, es = lfp_info(path, inv, m, bin_width)
         spb = li.rate * bin_width
-        if es.timestamps is not None and round(spb) >= 1 and abs(spb - round(spb)) < 1e-3 * spb:
-            # stamped by a clock that drifts from the amplifier's (up to 1000 ppm): the nominal
-            # rate for the signal chain, and the bins follow the stamps (_bin_edges)
-            li = dataclasses.replace(li, rate=round(spb) / bin_width)
-            spb = li.rate * bin_width
         if abs(spb - round(spb)) > 1e-6 or round(spb) < 1:
             raise NWBMappingError(f"{path}: {li.path} is sampled at {li.rate:g} Hz: bins of {bin_width} s are {spb:g} samples, "
                                   "not a whole number; choose mapping.bin_width so that rate x bin_width is whole")  # fmt: skip
