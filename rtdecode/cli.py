@@ -130,6 +130,12 @@ def cmd_info(args) -> int:
         return 0
     print(b.describe())
     print(repr(b.chain))
+    cal = b.provenance.get("calibration") if isinstance(b.provenance, dict) else None
+    if isinstance(cal, dict):  # a bundle from `rtdecode calibrate`
+        rec = cal.get("recording", {})
+        vr = cal.get("val_r2", {})
+        print(f"calibrated: readout refit on {cal.get('minutes')} min of {rec.get('file')} (from {cal.get('from_bundle')}); "
+              f"validation R² shipped {vr.get('shipped')}, refit {vr.get('recalibrated')}")  # fmt: skip
     for e in b.engines:
         print(f"engine {e.file}: {e.gpu_name} sm{e.compute_capability} TensorRT {e.tensorrt_version} {e.precision}")
     return 0
@@ -199,6 +205,12 @@ def cmd_bench(args) -> int:
         raise ConfigError(f"--bin-ms {args.bin_ms:g} is not a whole number of samples at --rate {args.rate:g} Hz "
                           f"({spb:g} samples): choose a bin of k / rate seconds, e.g. --bin-ms {1e3 * max(1, round(spb)) / args.rate:g}")  # fmt: skip
     return main_bench(args)
+
+
+def cmd_calibrate(args) -> int:
+    from offline.calibrate import main_calibrate
+
+    return main_calibrate(args)
 
 
 def cmd_analyze(args) -> int:
@@ -374,6 +386,27 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--scaling-windows", dest="scaling_windows", type=int_list, default="8,16,32,64",
                     metavar="LIST", help="model windows (bins) for --scaling")  # fmt: skip
     bn.set_defaults(func=cmd_bench)
+
+    ca = sub.add_parser("calibrate", help="refit a bundle's readout on a new session's calibration block (train extra)",
+                        description="Refit the bundle's linear readout on a recording of a new session with behaviour "
+                                    "(the encoder and the chain stay as trained; the paper's transfer to new sessions), "
+                                    "and write a new bundle. The LFP goes through the bundle's own chain and graph, as "
+                                    "`rtdecode run` computes them; per output, blocked cross-validation over the block "
+                                    "chooses the shipped readout, its intercept refit, a ridge shrunk toward it or a plain "
+                                    "ridge. Prints cross-validated R² as shipped and refit, and R² on the rest of the "
+                                    "recording when --minutes leaves some.")  # fmt: skip
+    ca.add_argument("bundle", metavar="BUNDLE", help="the decoder bundle to calibrate")
+    ca.add_argument("recording", metavar="FILE", help="the new session: an NWB file (.nwb) or an rtdecode recording (.npz) with behaviour")
+    ca.add_argument("--out", required=True, metavar="DIR", help="the calibrated bundle (a new folder)")
+    ca.add_argument("--minutes", type=positive_float, metavar="MINUTES", help="calibrate on the first MINUTES of the file (default: all of it)")
+    ca.add_argument("--folds", type=positive_int, default=5, metavar="N",
+                    help="blocked cross-validation folds over the calibration block, to choose the readout")  # fmt: skip
+    ca.add_argument("--renormalize", action="store_true",
+                    help="also refit the chain's z-scoring on the calibration block (a new gain or impedance)")  # fmt: skip
+    ca.add_argument("--mapping", metavar="TOML",
+                    help="NWB: a distill config (its [data.nwb] table) or a TOML with an [nwb] table, as for training")  # fmt: skip
+    ca.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    ca.set_defaults(func=cmd_calibrate)
 
     an = sub.add_parser("analyze", help="alignment analysis of a finished distill run: teacher vs student latents (train extra)")
     an.add_argument("run", metavar="RUN", help="run folder of `rtdecode distill --out` (or its bundle folder)")

@@ -133,6 +133,14 @@ CASES: list[Case] = [
     _c("bench-seed-negative", "--seed -1", "bench --seed -1", 2, "--seed", fast=True),
     _c("bench-scaling-list", "--scaling-channels 0,96", "bench --scaling --scaling-channels 0,96", 2, "--scaling-channels", fast=True),
     _c("bench-peers-unknown", "--peers foo", "bench --peers foo", 2, "--peers"),
+    # calibrate (offline/calibrate.py)
+    _c("calibrate-no-out", "--out missing", "calibrate {bundle} {recording}", 2, "--out", fast=True),
+    _c("calibrate-missing", "recording missing", "calibrate {bundle} {work}/nope.nwb --out {work}/cal1", 2, "nope.nwb", absent="{work}/cal1"),
+    _c("calibrate-no-behavior", "a recording without behaviour", "calibrate {bundle} {recording} --out {work}/cal2", 2,
+       "no behaviour", "vel_x", absent="{work}/cal2"),
+    _c("calibrate-into-itself", "--out is the bundle", "calibrate {bundle} {recording} --out {bundle}", 2, "--out", "new folder"),
+    _c("calibrate-folds", "--folds 1", "calibrate {bundle} {recording} --out {work}/cal3 --folds 1", 2,
+       "--folds", absent="{work}/cal3"),
     # replay (rtdecode/replay.py, rtdecode/recording.py)
     _c("replay-missing", "file missing", "replay {work}/nope.npz", 2, "nope.npz"),
     _c("replay-folder", "a folder", "replay {work}", 2, "{work}"),

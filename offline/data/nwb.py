@@ -790,8 +790,9 @@ def _bin_edges(es, n_bins: int, spb: int, bin_width: float) -> np.ndarray | None
     return e[: n_bins + 1]
 
 
-def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, lazy: bool = True) -> Session:
-    """Read one session. With `lazy`, `session.lfp` stays on disk (a LazyArray)."""
+def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, lazy: bool = True, spikes: bool = True) -> Session:
+    """Read one session. With `lazy`, `session.lfp` stays on disk (a LazyArray). `spikes=False`:
+    no units are read (the session has 0 units; `rtdecode calibrate` needs only LFP and behaviour)."""
     from pynwb import NWBHDF5IO
     from pynwb.base import TimeSeries
     from pynwb.behavior import SpatialSeries
@@ -823,7 +824,10 @@ def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, laz
         t0 = li.t0
         edges = _bin_edges(es, n_bins, spb, bin_width)
         # spikes
-        spikes, unit_ids = read_units(path, inv, m, t0, bin_width, n_bins, edges)
+        if spikes:
+            counts, unit_ids = read_units(path, inv, m, t0, bin_width, n_bins, edges)
+        else:
+            counts, unit_ids = np.zeros((n_bins, 0), np.int64), np.zeros(0, np.int64)
         # behaviour
         t_bins = t0 + (np.arange(n_bins) + 0.5) * bin_width if edges is None else 0.5 * (edges[:-1] + edges[1:])
         if m.outputs:
@@ -864,7 +868,7 @@ def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, laz
     meta = dict(meta_all.get("meta", {}))
     if filled:
         meta["behavior_filled_bins"] = filled
-    s = Session(session_id, subject, bin_width, spikes, unit_ids, lfp, li.rate, li.channel_ids, behavior, names, t0, latents,
+    s = Session(session_id, subject, bin_width, counts, unit_ids, lfp, li.rate, li.channel_ids, behavior, names, t0, latents,
                 meta, behavior_units=units)  # fmt: skip
     if not lazy:
         s.lfp = np.asarray(lfp)

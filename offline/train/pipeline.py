@@ -597,9 +597,10 @@ def shipped_markdown(rows: list[dict], names: list[str], choice: dict, idx: list
         if own is not None and (m <= 0 or m < 0.5 * own):
             warn = (f"the exported decoder ({choice['chosen']}) reaches R² {m:.3f} on the unseen sessions as shipped (its export "
                     f"session's readout, no refit), against {own:.3f} on validation with each session's own readout: it keeps "
-                    "less than half of that on new days as it is. "
-                    + ("export.choose_by = \"transfer\" ships the candidate that carries over best; or train"
-                       if choice.get("by") != "transfer" else "Train") + " on data of the day it will decode")  # fmt: skip
+                    "less than half of that on new days as it is. On a new day, refit its readout on a few minutes "
+                    "recorded with behaviour: rtdecode calibrate BUNDLE FILE --out NEW --minutes 2"
+                    + ("; export.choose_by = \"transfer\" ships the candidate that carries over best"
+                       if choice.get("by") != "transfer" else ""))  # fmt: skip
             lines.append(f"WARNING: {warn}.")
     return "\n".join(lines) + "\n", warn
 

@@ -1,0 +1,499 @@
+"""`rtdecode calibrate`: refit a bundle's linear readout on a new session's calibration block.
+
+A decoder trained on some days rarely reads another day with its own readout: electrodes
+move, units turn over, gains change (docs/distill.md: the exported decoder as shipped scored
+R² 0.17 on the demo's unseen day, and below 0 on a new user's own files). The paper's
+transfer claim is about the encoder: its latents carry to new sessions, and the readout is
+refit there. This module is that step for a lab: record a few minutes with behaviour on the
+new day, then
+
+    rtdecode calibrate BUNDLE day8.nwb --out day8_bundle --minutes 3
+
+What it does, without torch and on the exact graph the runtime runs:
+1. the recording's LFP goes through the bundle's own chain (`rtdecode.dsp.compute_features`,
+   its training normalisation; `--renormalize` refits the z-scoring on the calibration block);
+2. the bundle's ONNX graph runs bin by bin, as `rtdecode run` feeds it (window ring or
+   streaming state), with the readout's input (the student's latent of the newest bin, or the
+   lagged-ridge bundle's flattened window) added as a graph output;
+3. a new readout from that input to the behaviour, chosen per output by blocked
+   cross-validation over the calibration block (`folds` contiguous blocks, a guard of one
+   window around each) among: the shipped readout as it is, with its intercept refit, a ridge
+   shrunk toward it, and a plain ridge (each ridge over a grid of penalties), then refit on the
+   whole block. The shipped readout being a candidate, a short block cannot make an output
+   worse in cross-validation, and the shrinkage lets a minute of data move the readout only
+   as far as it supports;
+4. the readout's weights (the graph's final Gemm, or MatMul + Add, of initializers) are
+   replaced in a copy of the graph, which must decode what numpy computes from the same
+   inputs (parity), and written as a new bundle: the same chain, state layout and outputs,
+   provenance saying what was calibrated on what, `calibration.json` with the figures. A
+   TensorRT engine is not carried (its weights are the old ones): `rtdecode compile` again.
+
+It reports cross-validated R² on the calibration block for the readout as shipped and refit,
+and, when the recording goes on after the calibration block, on the rest of it (the shipped
+bundle and the new one, both decoded by ONNX Runtime from the raw samples as the runtime
+would): what a lab wants to know before it runs closed loop on the new bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rtdecode.batch import decode_recording, r2_score
+from rtdecode.bundle import Bundle, load_bundle, write_bundle
+from rtdecode.config import ConfigError
+from rtdecode.dsp import compute_features
+from rtdecode.dsp.design import fit_normalization
+
+ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # relative ridge penalties, as rtdecode distill's [eval] grid
+MIN_FIT_BINS, MIN_VAL_BINS = 500, 100
+
+
+class CalibrationError(ConfigError):
+    """A bundle or recording that cannot be calibrated: the message names what and the fix."""
+
+
+# ------------------------------------------------------------------------------------------
+# the readout in the graph
+
+
+@dataclass(frozen=True)
+class Readout:
+    """The graph's final linear map `output = input @ W + b`, as the exporters write it:
+    Gemm(input, W, b) (offline.export; W stored (n_out, D) with transB = 1) or
+    Add(MatMul(input, W), b) (offline.linear; W stored (D, n_out))."""
+
+    op: str  # "Gemm" | "MatMul+Add"
+    input: str  # the tensor the readout reads: (1, D)
+    weight: str  # initializer
+    bias: str  # initializer
+    trans_b: bool
+    dim: int  # D
+    n_out: int
+
+
+def _inits(model) -> dict:
+    return {t.name: t for t in model.graph.initializer}
+
+
+def find_readout(model, output_name: str, where: str = "the graph") -> Readout:
+    """The final linear readout producing `output_name`, or CalibrationError saying why not."""
+    from onnx import numpy_helper
+
+    prod = {o: n for n in model.graph.node for o in n.output}
+    uses: dict[str, int] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    inits = _inits(model)
+    fix = ("only a bundle whose output is a linear map of one tensor (rtdecode distill's and offline.linear's "
+           "bundles) can be recalibrated; re-export the decoder with rtdecode distill")  # fmt: skip
+    node = prod.get(output_name)
+    if node is None:
+        raise CalibrationError(f"{where}: no node computes the output {output_name!r}; {fix}")
+
+    def own(name: str) -> bool:  # an initializer only this readout reads (so it can be replaced)
+        return name in inits and uses.get(name, 0) == 1
+
+    if node.op_type == "Gemm":
+        attrs = {a.name: a for a in node.attribute}
+        if "transA" in attrs and attrs["transA"].i:
+            raise CalibrationError(f"{where}: the output's Gemm transposes its input (transA = 1); {fix}")
+        if len(node.input) < 3 or not own(node.input[1]) or not own(node.input[2]):
+            raise CalibrationError(f"{where}: the output's Gemm does not read its own weight and bias initializers; {fix}")
+        for k in ("alpha", "beta"):
+            if k in attrs and abs(attrs[k].f - 1.0) > 0:
+                raise CalibrationError(f"{where}: the output's Gemm has {k} = {attrs[k].f:g} (not 1); {fix}")
+        trans_b = bool(attrs["transB"].i) if "transB" in attrs else False
+        w = numpy_helper.to_array(inits[node.input[1]])
+        dim, n_out = (w.shape[1], w.shape[0]) if trans_b else w.shape
+        return Readout("Gemm", node.input[0], node.input[1], node.input[2], trans_b, int(dim), int(n_out))
+    if node.op_type == "Add":
+        mm = [prod.get(i) for i in node.input]
+        k = next((j for j in (0, 1) if mm[j] is not None and mm[j].op_type == "MatMul"), None)
+        if k is not None and own(node.input[1 - k]) and own(mm[k].input[1]) and uses.get(node.input[k], 0) == 1:
+            w = numpy_helper.to_array(inits[mm[k].input[1]])
+            if w.ndim == 2:
+                return Readout("MatMul+Add", mm[k].input[0], mm[k].input[1], node.input[1 - k], False, int(w.shape[0]), int(w.shape[1]))
+    raise CalibrationError(f"{where}: the output {output_name!r} is computed by {node.op_type}, not by a linear map of "
+                           f"initializers (Gemm, or MatMul + Add); {fix}")  # fmt: skip
+
+
+def set_readout(model, ro: Readout, w: np.ndarray, b: np.ndarray) -> None:
+    """Replace the readout's weights, in place: `w` (D, n_out), `b` (n_out,); dtypes and the
+    stored shapes (the bias's (n_out,) or (1, n_out)) kept."""
+    from onnx import numpy_helper
+
+    inits = _inits(model)
+    old_w, old_b = numpy_helper.to_array(inits[ro.weight]), numpy_helper.to_array(inits[ro.bias])
+    new_w = (w.T if ro.trans_b else w).astype(old_w.dtype)
+    new_b = np.asarray(b).reshape(old_b.shape).astype(old_b.dtype)
+    for name, arr in ((ro.weight, new_w), (ro.bias, new_b)):
+        if arr.shape != numpy_helper.to_array(inits[name]).shape:
+            raise CalibrationError(f"readout {name}: new shape {arr.shape}, the graph's {numpy_helper.to_array(inits[name]).shape}")
+        inits[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+
+
+def readout_weights(model, ro: Readout) -> tuple[np.ndarray, np.ndarray]:
+    """(w (D, n_out), b (n_out,)) as stored in the graph."""
+    from onnx import numpy_helper
+
+    inits = _inits(model)
+    w = numpy_helper.to_array(inits[ro.weight]).astype(np.float64)
+    return (w.T if ro.trans_b else w), numpy_helper.to_array(inits[ro.bias]).astype(np.float64).reshape(-1)
+
+
+def readout_inputs(bundle: Bundle, model, ro: Readout, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Run `model` (the bundle's graph) bin by bin over normalised features (n_bins, F), fed
+    as `rtdecode run` feeds it (a zero-filled window ring, or the streaming state from zeros),
+    and return (the readout's input per bin (n_bins, D), the graph's output (n_bins, n_out))."""
+    import onnx
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    if ro.input not in {o.name for o in m.graph.output}:
+        m.graph.output.append(onnx.helper.make_tensor_value_info(ro.input, onnx.TensorProto.FLOAT, None))
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    spec = bundle.model
+    names = [spec.output_name, ro.input, *[s.output for s in spec.state]]
+    state = {s.input: np.zeros(s.shape, np.float32) for s in spec.state}
+    n, w = len(feats), spec.window_bins
+    z = np.empty((n, ro.dim), np.float32)
+    y = np.empty((n, ro.n_out), np.float32)
+    feats = np.ascontiguousarray(feats, np.float32)
+    if spec.kind == "window":
+        pad = np.concatenate([np.zeros((w - 1, feats.shape[1]), np.float32), feats])
+    for i in range(n):
+        x = feats[None, i : i + 1] if spec.kind == "streaming" else pad[None, i : i + w]
+        out = sess.run(names, {spec.input_name: x, **state})
+        y[i], z[i] = out[0].reshape(-1), out[1].reshape(-1)
+        for s, v in zip(spec.state, out[2:]):
+            state[s.input] = v
+    return z, y
+
+
+# ------------------------------------------------------------------------------------------
+# the calibration recording
+
+
+def _reorder(names_have: list[str] | None, names_want: tuple[str, ...] | None, what: str) -> np.ndarray | None:
+    """Column order that puts `names_have` in `names_want`'s order; None when it is already
+    (or when either has no names); a warning, and None, when the sets differ."""
+    if not names_have or not names_want:
+        return None
+    if list(names_have) == list(names_want):
+        return None
+    if sorted(names_have) == sorted(names_want):
+        pos = {c: i for i, c in enumerate(names_have)}
+        print(f"[calibrate] the recording's {what} are in another order than the bundle's: reordered by name", file=sys.stderr)
+        return np.array([pos[c] for c in names_want])
+    print(f"[calibrate] WARNING: the recording's {what} ({list(names_have)[:6]}...) are not the bundle's "
+          f"({list(names_want)[:6]}...): used in the file's order", file=sys.stderr)  # fmt: skip
+    return None
+
+
+def load_calibration(path, bundle: Bundle, mapping: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str], dict]:
+    """(raw LFP (n_samples, C) in the bundle's channel order, behaviour (n_bins, n_out) in the
+    bundle's output order at its bins, the behaviour's names, what was read) from an NWB file
+    (the bundle's bin width; the LFP and behaviour chosen as `rtdecode distill` does, or by
+    the [data.nwb] table of `mapping`) or an rtdecode recording (.npz) with behaviour."""
+    from rtdecode.recording import Recording, RecordingError, _kind, nwb_mapping_for
+
+    path = Path(path)
+    if not path.is_file():
+        raise CalibrationError(f"{path}: no such file; rtdecode calibrate reads an NWB file (.nwb) or an rtdecode recording (.npz) "
+                               "with behaviour")  # fmt: skip
+    kind = _kind(path)
+    bw = bundle.chain.bin_width_s
+    if kind == "nwb":
+        from dataclasses import replace
+
+        try:
+            import pynwb  # noqa: F401
+        except ImportError:
+            raise CalibrationError(f"{path}: reading NWB files needs pynwb: pip install 'rtdecode[train]'") from None
+        from offline.data.nwb import read_session
+
+        m = replace(nwb_mapping_for(path, mapping), bin_width=bw)
+        s = read_session(path, m, lazy=False, spikes=False)
+        lfp, rate, ch = np.asarray(s.lfp, np.float32), float(s.lfp_rate), [str(c) for c in s.channel_ids]
+        beh, names = np.asarray(s.behavior, np.float32), list(s.behavior_names)
+        info = {"file": str(path), "format": "nwb", "session_id": s.session_id}
+    elif kind == "npz":
+        if mapping:
+            raise CalibrationError(f"--mapping chooses the series of an NWB file; {path} is an rtdecode recording")
+        try:
+            r = Recording.load(path)
+        except RecordingError as e:
+            raise CalibrationError(str(e)) from None
+        if r.behavior is None:
+            raise CalibrationError(f"{path}: the recording has no behaviour; calibration needs the behaviour the bundle decodes "
+                                   f"({list(bundle.output_names)}) at {1 / bw:g} Hz (Recording(behavior=..., behavior_names=..., "
+                                   f"behavior_rate={1 / bw:g}))")  # fmt: skip
+        if abs(r.behavior_rate * bw - 1.0) > 1e-6:
+            raise CalibrationError(f"{path}: behaviour at {r.behavior_rate:g} Hz; the bundle's bins are {bw * 1e3:g} ms: "
+                                   f"give one row per bin (behavior_rate = {1 / bw:g})")  # fmt: skip
+        lfp, rate, ch = r.data, r.sampling_rate, r.channel_names
+        beh, names = r.behavior, list(r.behavior_names or [])
+        info = {"file": str(path), "format": "npz"}
+    else:
+        raise CalibrationError(f"{path}: rtdecode calibrate reads an NWB file (.nwb) or an rtdecode recording (.npz) with behaviour")
+    if abs(rate - bundle.sampling_rate) > 1e-6 * bundle.sampling_rate:
+        raise CalibrationError(f"{path}: LFP at {rate:g} Hz; the bundle's chain runs at {bundle.sampling_rate:g} Hz: "
+                               "calibrate on a recording made at the bundle's rate")  # fmt: skip
+    if lfp.shape[1] != bundle.n_channels:
+        raise CalibrationError(f"{path}: {lfp.shape[1]} LFP channels; the bundle reads {bundle.n_channels}: calibrate on a "
+                               "recording of the same array (or choose its series with --mapping)")  # fmt: skip
+    order = _reorder(ch, bundle.channel_names, "channels")
+    if order is not None:
+        lfp = np.ascontiguousarray(lfp[:, order])
+    want = list(bundle.output_names)
+    if names and set(want) <= set(names):
+        cols = [names.index(n) for n in want]
+    elif not names and beh.shape[1] == len(want):
+        cols = list(range(len(want)))
+        print(f"[calibrate] the recording's behaviour has no names: its {len(want)} columns taken as {want}", file=sys.stderr)
+    else:
+        missing = [n for n in want if n not in names]
+        raise CalibrationError(f"{path}: the bundle decodes {want}; the recording's behaviour is {names or beh.shape[1]} "
+                               f"(missing {missing}): name the outputs as the bundle does (NWB: a [data.nwb.outputs] table "
+                               "in --mapping; .npz: behavior_names)")  # fmt: skip
+    n_bins = min(len(lfp) // bundle.chain.bin_samples, len(beh))
+    return lfp[: n_bins * bundle.chain.bin_samples], np.ascontiguousarray(beh[:n_bins][:, cols]), want, info
+
+
+# ------------------------------------------------------------------------------------------
+# the calibration
+
+
+CANDIDATES = ("shipped", "offset", "toward shipped", "from zero")
+
+
+class _Fit:
+    """Ridge fits of many targets and penalties on one set of rows: the centred Gram matrix and
+    its eigendecomposition once (the readout input can be a 960-wide lagged window), then each
+    (target, alpha) costs two small matrix products. Penalties are relative, as
+    `offline.train.decode.fit_ridge` (alpha x the mean eigenvalue)."""
+
+    def __init__(self, x: np.ndarray):
+        x = np.asarray(x, np.float64)
+        self.xm = x.mean(0)
+        self.xc = x - self.xm
+        g = self.xc.T @ self.xc
+        self.evals, self.evecs = np.linalg.eigh(g)
+        self.evals = np.clip(self.evals, 0.0, None)
+        self.gram = g
+        self.scale = float(np.trace(g)) / g.shape[0]
+
+    def ridge(self, xty: np.ndarray, alpha: float) -> np.ndarray:
+        """Weights (D, k) for the centred cross-products xc.T @ (t - mean t) of targets t."""
+        lam = alpha * self.scale + 1e-12
+        return self.evecs @ ((self.evecs.T @ xty) / (self.evals + lam)[:, None])
+
+
+def _solve(f: _Fit, y: np.ndarray, w0: np.ndarray, b0: np.ndarray, cand: tuple[str, float | None]):
+    """(w, b) of one readout candidate on the rows of `f` with targets y: "shipped" (w0, b0 as
+    they are), "offset" (w0, the intercept refit), "toward shipped" (a ridge of penalty alpha
+    shrunk toward w0: w0 + the ridge of the shipped readout's residual), "from zero" (a plain
+    ridge)."""
+    kind, a = cand
+    y = np.asarray(y, np.float64)
+    ym = y.mean(0)
+    if kind == "shipped":
+        return w0, b0
+    if kind == "offset":
+        return w0, ym - f.xm @ w0
+    xty = f.xc.T @ (y - ym)
+    if kind == "toward shipped":
+        w = w0 + f.ridge(xty - f.gram @ w0, float(a))
+    else:
+        w = f.ridge(xty, float(a))
+    return w, ym - f.xm @ w
+
+
+def folds_of(rows: np.ndarray, k: int, guard: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Blocked cross-validation of time-ordered bins `rows`: k contiguous blocks, each scored
+    by a fit on the others less the `guard` bins either side of it (a readout input spans a
+    window of bins, so neighbours share samples)."""
+    edges = np.linspace(0, len(rows), k + 1).astype(int)
+    out = []
+    for i in range(k):
+        lo, hi = rows[edges[i]], rows[edges[i + 1] - 1]
+        out.append((rows[(rows < lo - guard) | (rows > hi + guard)], rows[edges[i] : edges[i + 1]]))
+    return out
+
+
+def cv_r2(y: np.ndarray, pred: np.ndarray, folds) -> np.ndarray:
+    """R² per output over the folds' bins pooled (as `choose_readout` scores), of fixed
+    predictions (the shipped bundle's)."""
+    rows = np.concatenate([v for _, v in folds])
+    return r2_score(y[rows], pred[rows])
+
+
+def choose_readout(z, y, folds, w0, b0, alphas) -> tuple[list[tuple[str, float | None]], np.ndarray]:
+    """Per output, the candidate (`_solve`; every alpha of the grid for the two ridges) with the
+    best R² of its out-of-fold predictions over the blocked folds (`folds_of`), pooled: one R²
+    over the whole block, so a slow output (position) is judged against the block's variance,
+    not each short fold's: the shipped readout is one of them, so a
+    short block cannot make an output worse in cross-validation than the bundle already is, and
+    the shrinkage toward it lets a minute of data move it only as far as the data support.
+    Returns (the choice per output, its cross-validated R² per output)."""
+    cands = [("shipped", None), ("offset", None)] + [(k, float(a)) for k in CANDIDATES[2:] for a in alphas]
+    rows = np.concatenate([v for _, v in folds])
+    pred = np.zeros((len(cands), len(y), y.shape[1]))
+    for fit, val in folds:
+        f = _Fit(z[fit])
+        zv = z[val].astype(np.float64)
+        for k, c in enumerate(cands):
+            wk, bk = _solve(f, y[fit], w0, b0, c)
+            pred[k, val] = zv @ wk + bk
+    score = np.stack([r2_score(y[rows], p[rows]) for p in pred])
+    best = score.argmax(0)
+    return [cands[i] for i in best], score[best, np.arange(y.shape[1])]
+
+
+def refit_readout(z, y, rows, w0, b0, choice) -> tuple[np.ndarray, np.ndarray]:
+    """(w (D, n_out), b) with each output's chosen candidate fit on `rows`."""
+    w, b = np.array(w0, np.float64), np.array(b0, np.float64)
+    f = _Fit(z[rows])
+    for c in dict.fromkeys(choice):
+        cols = [j for j, cj in enumerate(choice) if cj == c]
+        w[:, cols], b[cols] = _solve(f, y[rows][:, cols], w0[:, cols], b0[cols], c)
+    return w, b
+
+
+def _name(c: tuple[str, float | None]) -> str:
+    return c[0] if c[1] is None else f"{c[0]} (alpha {c[1]:g})"
+
+
+def _fmt(r2) -> str:
+    return " ".join(f"{v:+.3f}" for v in np.asarray(r2).ravel())
+
+
+def calibrate(bundle_path, recording, out, *, minutes: float | None = None, folds: int = 5,
+              alphas=ALPHAS, renormalize: bool = False, mapping: str | None = None, overwrite: bool = False,
+              log=print) -> dict:  # fmt: skip
+    """Refit `bundle_path`'s readout on the first `minutes` of `recording` (all of it when
+    None) and write the result to `out`. Returns what `calibration.json` holds."""
+    import onnx
+
+    b = load_bundle(bundle_path)
+    out = Path(out)
+    if out.resolve() == b.path.resolve():
+        raise CalibrationError(f"--out {out} is the bundle being calibrated: write the calibrated bundle to a new folder")
+    if out.exists() and not overwrite:
+        raise CalibrationError(f"{out} already exists: choose another --out or pass --overwrite")
+    if not 2 <= int(folds) <= 20 or int(folds) != folds:
+        raise CalibrationError(f"--folds must be a whole number from 2 to 20, got {folds:g}")
+    folds = int(folds)
+    model = onnx.load(str(b.model_path))
+    ro = find_readout(model, b.model.output_name, where=str(b.model_path))
+    if ro.n_out != b.n_outputs:
+        raise CalibrationError(f"{b.model_path}: the readout has {ro.n_out} outputs, the manifest names {b.n_outputs}: rebuild the bundle")
+    lfp, beh, names, info = load_calibration(recording, b, mapping)
+    n_bins, w = len(beh), b.model.window_bins
+    n_cal = n_bins if minutes is None else min(n_bins, int(round(minutes * 60.0 / b.chain.bin_width_s)))
+    start = w  # the ring's zero-filled first window is not data
+    ok = np.isfinite(beh).all(1)  # tracking dropouts in an .npz (NWB behaviour is interpolated on reading)
+    if not ok[start:n_cal].all():
+        log(f"[calibrate] {int((~ok[start:n_cal]).sum())} calibration bins have NaN or infinite behaviour: left out of the fit")
+    cal = np.arange(start, n_cal)[ok[start:n_cal]]
+    if len(cal) < max(MIN_FIT_BINS + MIN_VAL_BINS, folds * MIN_VAL_BINS):
+        need = max(MIN_FIT_BINS + MIN_VAL_BINS, folds * MIN_VAL_BINS) + 2 * w
+        raise CalibrationError(f"{recording}: a calibration block of {n_cal} bins ({n_cal * b.chain.bin_width_s:.0f} s) leaves "
+                               f"{len(cal)} bins with behaviour; give at least {need * b.chain.bin_width_s:.0f} s (--minutes), "
+                               "a few minutes for a good fit")  # fmt: skip
+    cv = folds_of(cal, folds, guard=w)
+    chain = b.chain
+    if renormalize:
+        raw = compute_features(chain.without_normalization(), lfp[: n_cal * chain.bin_samples])
+        chain = chain.with_normalization(*fit_normalization(raw[start:n_cal]))
+    stats: dict = {}
+    feats = compute_features(b.chain, lfp, stats=stats)
+    if stats["nonfinite"]:
+        log(f"[calibrate] {stats['nonfinite']} LFP values are NaN or infinite: held at the channel's last finite value, "
+            "as the runtime repairs them")  # fmt: skip
+    z, y_shipped = readout_inputs(b, model, ro, feats)  # the bundle as shipped: its chain, its readout
+    if renormalize:  # the readout's inputs on the refit normalisation
+        feats = compute_features(chain, lfp)
+        z, _ = readout_inputs(b, model, ro, feats)
+    w0, b0 = readout_weights(model, ro)
+    choice, val_r2 = choose_readout(z, beh, cv, w0, b0, alphas)
+    shipped_val = cv_r2(beh, y_shipped, cv)
+    w_new, b_new = refit_readout(z, beh, cal, w0, b0, choice)
+    set_readout(model, ro, w_new, b_new)
+    res = {
+        "from_bundle": str(b.path), "from_model_sha256": b.files.get(b.model.file), "recording": info,
+        "outputs": names, "bins": {"calibration": int(n_cal), "used": [int(cal[0]), int(cal[-1]) + 1], "total": int(n_bins)},
+        "folds": int(folds),
+        "minutes": round(n_cal * chain.bin_width_s / 60.0, 3), "readout": {"op": ro.op, "input": ro.input, "dim": ro.dim},
+        "choice": [_name(c) for c in choice], "renormalized": bool(renormalize),
+        "cv_r2": {"shipped": [round(float(v), 4) for v in shipped_val], "recalibrated": [round(float(v), 4) for v in val_r2]},
+    }  # fmt: skip
+    if renormalize:
+        res["cv_r2"]["note"] = "the shipped figure uses the bundle's own normalisation"
+    rest0 = n_cal + w
+    rest = np.arange(rest0, n_bins)[ok[rest0:]]
+    if len(rest) >= MIN_VAL_BINS:  # the recording goes on after the block: score both there
+        res["rest"] = {"bins": [int(rest0), int(n_bins)], "minutes": round((n_bins - rest0) * chain.bin_width_s / 60.0, 3),
+                       "shipped": [round(float(v), 4) for v in r2_score(beh[rest], y_shipped[rest])],
+                       "recalibrated": [round(float(v), 4) for v in r2_score(beh[rest], z[rest].astype(np.float64) @ w_new + b_new)]}  # fmt: skip
+    # parity, before anything is written: the patched graph, fed as the runtime feeds it, decodes
+    # what numpy computes from the same readout inputs (so the figures above are the graph's)
+    probe = min(n_bins, start + 400)
+    _, y_new = readout_inputs(b, model, ro, feats[:probe])
+    want_y = z[:probe].astype(np.float64) @ w_new + b_new
+    err = float(np.max(np.abs(y_new - want_y) / (np.abs(want_y) + 1e-2 * (np.abs(want_y).max() + 1e-12))))
+    if err > 1e-3:
+        raise RuntimeError(f"the recalibrated graph differs from numpy by {err:.1e} (relative): nothing written")
+    res["parity_max_rel_error"] = err
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / b.model.file
+        onnx.save(model, str(onnx_path))
+        carried = {k: str(b.path / k) for k in b.files if k != b.model.file and not k.startswith("engine") and k != "calibration.json"}
+        js = Path(tmp) / "calibration.json"
+        js.write_text(json.dumps(res, indent=1))
+        prov = {**b.provenance, "calibration": {k: res[k] for k in ("from_bundle", "from_model_sha256", "recording", "minutes",
+                                                                     "choice", "renormalized", "cv_r2", "readout")}}  # fmt: skip
+        write_bundle(out, chain=chain, model_file=onnx_path, model=b.model, output_names=list(b.output_names),
+                     output_units=list(b.output_units), channel_names=list(b.channel_names) if b.channel_names else None,
+                     provenance=prov, extra_files={**carried, "calibration.json": js}, overwrite=overwrite)  # fmt: skip
+    y_run = decode_recording(load_bundle(out), lfp[: probe * chain.bin_samples])  # as `rtdecode run`'s backend runs it
+    err_run = float(np.max(np.abs(y_run - want_y) / (np.abs(want_y) + 1e-2 * (np.abs(want_y).max() + 1e-12))))
+    if err_run > 1e-3:
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+        raise RuntimeError(f"the written bundle decodes {err_run:.1e} (relative) away from numpy: removed")
+    log(f"[calibrate] {b.path} -> {out}: readout ({ro.op}, {ro.dim} inputs -> {ro.n_out} outputs) refit on the first "
+        f"{res['minutes']:g} min of {Path(recording).name} (chosen by {folds}-fold blocked cross-validation)")  # fmt: skip
+    log(f"  outputs                   {' '.join(f'{n:>6}' for n in names)}")
+    log(f"  cross-validated, shipped  {_fmt(shipped_val)}   (mean {np.mean(shipped_val):+.3f})")
+    log(f"  cross-validated, refit    {_fmt(val_r2)}   (mean {np.mean(val_r2):+.3f})")
+    log(f"  readout per output        {', '.join(f'{n}: {_name(c)}' for n, c in zip(names, choice))}")
+    if "rest" in res:
+        r = res["rest"]
+        log(f"  rest ({r['minutes']:g} min), shipped      {_fmt(r['shipped'])}   (mean {np.mean(r['shipped']):+.3f})")
+        log(f"  rest ({r['minutes']:g} min), recalibrated {_fmt(r['recalibrated'])}   (mean {np.mean(r['recalibrated']):+.3f})")
+    if all(c[0] == "shipped" for c in choice) and not renormalize:
+        log("[calibrate] no candidate beat the shipped readout in cross-validation: the new bundle decodes as the old "
+            "one; calibrate on a longer block")  # fmt: skip
+    if b.engines:
+        log(f"[calibrate] the bundle's TensorRT engine(s) hold the old readout and were not carried: rtdecode compile {out}")
+    return res
+
+
+def main_calibrate(args) -> int:
+    calibrate(args.bundle, args.recording, args.out, minutes=args.minutes, folds=args.folds,
+              renormalize=args.renormalize, mapping=args.mapping, overwrite=args.overwrite)  # fmt: skip
+    return 0

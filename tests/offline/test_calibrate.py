@@ -1,0 +1,228 @@
+"""`rtdecode calibrate`: a bundle's readout refit on a new session (offline/calibrate.py).
+
+Real bundles (a lagged ridge from offline.linear, small real students from offline.export in
+every state layout), real ONNX Runtime sessions, and a calibration NWB file written here with
+pynwb in a layout of its own (LFP in acquisition, in volts, no units table, behaviour as plain
+TimeSeries): what a lab records on a new day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from rtdecode.batch import decode_recording, r2_score
+from rtdecode.bundle import load_bundle
+from rtdecode.recording import Recording
+
+pytest.importorskip("onnx")
+from offline.calibrate import CalibrationError, calibrate, find_readout, readout_inputs  # noqa: E402
+
+
+def _nwb_without_units(path, lfp_uv: np.ndarray, fs: float, beh: np.ndarray, names: list[str], bin_width: float):
+    """A calibration file as acquisition software and a tracker leave it: raw LFP in
+    acquisition (volts, int16 counts with a conversion), behaviour in processing/behavior as one
+    TimeSeries per output at the bin rate, no spikes."""
+    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+    from pynwb.ecephys import ElectricalSeries
+
+    nwb = NWBFile(session_description="calibration block", identifier="cal-day", session_id="day-new",
+                  session_start_time=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))  # fmt: skip
+    dev = nwb.create_device(name="amp")
+    grp = nwb.create_electrode_group(name="shank", description="", location="M1", device=dev)
+    for c in range(lfp_uv.shape[1]):
+        nwb.add_electrode(group=grp, location="M1", id=c)
+    region = nwb.create_electrode_table_region(list(range(lfp_uv.shape[1])), "all")
+    step = 0.05  # uV per count
+    counts = np.clip(np.round(lfp_uv / step), -32768, 32767).astype(np.int16)
+    nwb.add_acquisition(ElectricalSeries(name="raw", data=counts, electrodes=region, rate=fs, starting_time=0.0,
+                                         conversion=step * 1e-6))  # fmt: skip
+    mod = nwb.create_processing_module("behavior", "tracking")
+    for j, n in enumerate(names):
+        mod.add(TimeSeries(name=n, data=beh[:, j], unit="a.u.", rate=1.0 / bin_width, starting_time=bin_width / 2))
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ridge_case(tmp_path_factory):
+    """A lagged-ridge bundle fit on one day, and another day whose electrodes were re-plugged
+    (columns permuted, nothing says so) as an NWB file without units."""
+    pytest.importorskip("pynwb")
+    from offline.data.simulate import SimConfig, simulate_session
+    from offline.linear import fit_linear_bundle
+
+    tmp = tmp_path_factory.mktemp("cal")
+    cfg = SimConfig(n_channels=32, duration_s=180.0)
+    a = simulate_session(cfg, session_index=0, seed=0)
+    b = simulate_session(cfg, session_index=1, seed=1)
+    bundle = fit_linear_bundle(np.asarray(a.lfp), a.lfp_rate, a.behavior, list(a.behavior_names), tmp / "bundle", window_bins=10)
+    lfp = np.asarray(b.lfp)[:, np.random.default_rng(3).permutation(32)]
+    path = _nwb_without_units(tmp / "day-new.nwb", lfp, b.lfp_rate, np.asarray(b.behavior), list(b.behavior_names), b.bin_width)
+    return bundle, path, lfp, np.asarray(b.behavior, np.float32), tmp
+
+
+def test_a_replugged_day_is_recalibrated_from_an_nwb_file_without_units(ridge_case, capsys):
+    bundle, path, lfp, beh, tmp = ridge_case
+    res = calibrate(bundle.path, path, tmp / "cal", minutes=2)
+    new = load_bundle(tmp / "cal")  # hashes verified
+    rest = res["rest"]
+    vel = [2, 3]  # vx, vy: what this simulator's LFP carries best (docs/families.md)
+    shipped, recal = np.mean(np.take(rest["shipped"], vel)), np.mean(np.take(rest["recalibrated"], vel))
+    assert recal > shipped + 0.15, rest  # the shipped readout reads the wrong electrodes
+    assert recal > 0.1, rest  # it decodes again (2 min of this weak simulator; the README has a family table)
+    # the figure is the new bundle's, decoded from the raw samples as the runtime's backend decodes them
+    y = decode_recording(new, lfp)
+    lo, hi = rest["bins"]
+    np.testing.assert_allclose(r2_score(beh[lo:hi], y[lo:hi]), rest["recalibrated"], atol=2e-3)
+    np.testing.assert_allclose(r2_score(beh[lo:hi], decode_recording(bundle, lfp)[lo:hi]), rest["shipped"], atol=2e-3)
+    # nothing of the rest was fit on: the calibration block ends before it
+    assert res["bins"]["calibration"] == 12000 and lo >= 12000 + bundle.model.window_bins
+    assert new.provenance["calibration"]["minutes"] == 2 and new.chain == bundle.chain
+    assert "calibration.json" in new.files and not new.engines
+    out = capsys.readouterr().out
+    assert "rest" in out and "recalibrated" in out
+    from rtdecode.cli import main
+
+    assert main(["info", str(tmp / "cal")]) == 0
+    assert f"calibrated: readout refit on 2.0 min of {path}" in capsys.readouterr().out
+
+
+def test_renormalize_refits_the_chains_zscore_on_the_calibration_block(ridge_case):
+    bundle, path, lfp, beh, tmp = ridge_case
+    res = calibrate(bundle.path, path, tmp / "cal_norm", minutes=2, renormalize=True, log=lambda *a: None)
+    new = load_bundle(tmp / "cal_norm")
+    assert res["renormalized"] and not np.allclose(new.chain.norm_mean, bundle.chain.norm_mean)
+    from rtdecode.dsp import compute_features
+
+    raw = compute_features(bundle.chain.without_normalization(), lfp)
+    cal = slice(bundle.model.window_bins, res["bins"]["calibration"])
+    np.testing.assert_allclose(new.chain.norm_mean, raw[cal].mean(0), rtol=1e-4, atol=1e-4)
+    assert np.mean(res["rest"]["recalibrated"][2:4]) > np.mean(res["rest"]["shipped"][2:4]) + 0.15, res["rest"]
+
+
+@pytest.mark.parametrize("design,layout", [("streaming", "ring_v1"), pytest.param("streaming", "shift_v0", marks=pytest.mark.slow),
+                                           ("window", "ring_v1")])  # fmt: skip
+def test_a_student_bundles_readout_is_refit_on_its_own_latents(tmp_path, design, layout):
+    """Behaviour made a known linear map of the student's latents (from the runtime's own
+    backend): the refit readout finds it (R² near 1 on the rest), the untrained head does not,
+    and the readout inputs are fed exactly as the runtime feeds the graph."""
+    import onnx
+
+    from tests.export.students import student_bundle
+
+    b = student_bundle(tmp_path / "b", design, layout=layout)[0]
+    rng = np.random.default_rng(0)
+    lfp = (rng.standard_normal((30_000, 8)).cumsum(0) * 0.5 + 20 * rng.standard_normal((30_000, 8))).astype(np.float32)
+    from rtdecode.dsp import compute_features
+
+    model = onnx.load(str(b.model_path))
+    ro = find_readout(model, b.model.output_name)
+    assert (ro.op, ro.n_out) == ("Gemm", 2)
+    z, y0 = readout_inputs(b, model, ro, compute_features(b.chain, lfp))
+    np.testing.assert_allclose(y0, decode_recording(b, lfp), rtol=1e-4, atol=1e-5)  # fed as rtdecode run feeds it
+    w = rng.standard_normal((ro.dim, 2))
+    beh = (z @ w / np.sqrt(ro.dim) + 0.05 * rng.standard_normal((len(z), 2)) * (z @ w).std(0) / np.sqrt(ro.dim)).astype(np.float32)
+    beh[800:840] = np.nan  # a tracking dropout inside the calibration block: left out, not fit
+    rec = tmp_path / "day.npz"
+    Recording(lfp, 1000.0, behavior=beh, behavior_names=["vel_x", "vel_y"], behavior_rate=100.0).save(rec)
+    res = calibrate(b.path, rec, tmp_path / "cal", minutes=0.4, log=lambda *a: None)
+    assert min(res["rest"]["recalibrated"]) > 0.95, res["rest"]
+    assert max(res["rest"]["shipped"]) < 0.5, res["rest"]
+    assert res["parity_max_rel_error"] < 1e-4
+    lo, hi = res["rest"]["bins"]
+    new = load_bundle(tmp_path / "cal")
+    assert new.model == b.model  # the same state layout and names: the runtime feeds it as before
+    np.testing.assert_allclose(r2_score(beh[lo:hi], decode_recording(new, lfp)[lo:hi]), res["rest"]["recalibrated"], atol=2e-3)
+
+
+def _npz(path, n_s: float = 120.0, ch: int = 32, fs: float = 1000.0, names=("x", "y", "vx", "vy", "grip"), beh=True):
+    rng = np.random.default_rng(1)
+    n = int(n_s * fs)
+    kw = {}
+    if beh:
+        kw = dict(behavior=rng.standard_normal((n // 10, len(names))).astype(np.float32), behavior_names=list(names), behavior_rate=100.0)
+    Recording(rng.standard_normal((n, ch)).astype(np.float32), fs, **kw).save(path)
+    return path
+
+
+@pytest.mark.parametrize("case,match", [
+    ("channels", "7 LFP channels; the bundle reads 32"),
+    ("rate", "LFP at 500 Hz; the bundle's chain runs at 1000 Hz"),
+    ("no_behavior", "has no behaviour; calibration needs the behaviour"),
+    ("names", "missing ['grip']"),
+    ("short", "give at least"),
+    ("same_out", "is the bundle being calibrated"),
+    ("missing_file", "no such file"),
+])  # fmt: skip
+def test_what_cannot_be_calibrated_is_refused_with_the_fix(ridge_case, tmp_path, case, match):
+    bundle = ridge_case[0]
+    rec, out = tmp_path / "r.npz", tmp_path / "out"
+    if case == "channels":
+        _npz(rec, ch=7)
+    elif case == "rate":
+        _npz(rec, fs=500.0)
+    elif case == "no_behavior":
+        _npz(rec, beh=False)
+    elif case == "names":
+        _npz(rec, names=("x", "y", "vx", "vy", "force"))
+    elif case == "short":
+        _npz(rec, n_s=5.0)
+    elif case == "same_out":
+        _npz(rec)
+        out = bundle.path
+    elif case == "missing_file":
+        rec = tmp_path / "nothing.nwb"
+    with pytest.raises(CalibrationError, match=match.replace("[", r"\[").replace("]", r"\]")):
+        calibrate(bundle.path, rec, out, log=lambda *a: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_graph_whose_output_is_not_a_linear_readout_is_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.ones((4, 2), np.float32)
+    g = helper.make_graph([helper.make_node("MatMul", ["features_flat", "W"], ["p"]), helper.make_node("Relu", ["p"], ["behavior"])],
+                          "g", [helper.make_tensor_value_info("features_flat", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("behavior", TensorProto.FLOAT, [1, 2])],
+                          initializer=[numpy_helper.from_array(w, "W")])  # fmt: skip
+    with pytest.raises(CalibrationError, match="computed by Relu, not by a linear map"):
+        find_readout(helper.make_model(g), "behavior")
+
+
+def test_the_cli_refuses_in_one_line_with_exit_2(ridge_case, tmp_path, capsys):
+    from rtdecode.cli import main
+
+    rec = _npz(tmp_path / "r.npz", ch=7)
+    assert main(["calibrate", str(ridge_case[0].path), str(rec), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rtdecode calibrate: error:") and "7 LFP channels" in err[0], err
+
+
+def test_the_readout_candidates_are_the_ridges_they_claim_to_be():
+    """`_Fit` (one eigendecomposition for every penalty) against offline.train.decode.fit_ridge:
+    "from zero" is the plain ridge, "toward shipped" the shipped weights plus the ridge of their
+    residual, "offset" the shipped weights with the mean residual as intercept."""
+    from offline.calibrate import _Fit, _solve
+    from offline.train.decode import fit_ridge
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((400, 12)), rng.standard_normal((400, 3))
+    w0, b0 = rng.standard_normal((12, 3)), rng.standard_normal(3)
+    f = _Fit(x)
+    for a in (1e-3, 1.0, 100.0):
+        r = fit_ridge(x, y, a)
+        w, b = _solve(f, y, w0, b0, ("from zero", a))
+        np.testing.assert_allclose(w, r.w, atol=1e-5)
+        np.testing.assert_allclose(b, r.b, atol=1e-5)
+        r = fit_ridge(x, y - x @ w0, a)
+        w, b = _solve(f, y, w0, b0, ("toward shipped", a))
+        np.testing.assert_allclose(w, w0 + r.w, atol=1e-5)
+        np.testing.assert_allclose(b, r.b, atol=1e-5)
+    w, b = _solve(f, y, w0, b0, ("offset", None))
+    np.testing.assert_allclose(b, (y - x @ w0).mean(0), atol=1e-12)
+    assert _solve(f, y, w0, b0, ("shipped", None)) == (w0, b0)
