@@ -8,7 +8,7 @@ run held out). For each unseen session and each calibration length m, the run's 
 calibrated on the session's first m minutes (offline.calibrate), and the shipped and the
 calibrated bundles are both decoded from the raw LFP (rtdecode.batch.decode_recording, the
 runtime's backend) and scored on one evaluation block: the session's bins after the longest
-calibration block plus a window, the same for every m. Prints a markdown table (mean over
+calibration block and its guard (a window plus 10 bins), the same for every m. Prints a markdown table (mean over
 outputs, and per output averaged over sessions).
 """
 
@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from offline.calibrate import calibrate  # noqa: E402
+from offline.calibrate import GUARD_BINS, calibrate  # noqa: E402
 from offline.train.pipeline import load_config, load_sessions  # noqa: E402
 from rtdecode.batch import decode_recording, r2_score  # noqa: E402
 from rtdecode.bundle import load_bundle  # noqa: E402
@@ -59,7 +59,7 @@ def main() -> int:
             rec = Path(tmp) / f"{s.session_id}.npz"
             Recording(lfp, s.lfp_rate, channel_names=ids, behavior=beh, behavior_names=list(s.behavior_names),
                       behavior_rate=1.0 / s.bin_width).save(rec)  # fmt: skip
-            lo = int(round(max(mins) * 60 / s.bin_width)) + w
+            lo = int(round(max(mins) * 60 / s.bin_width)) + w + GUARD_BINS  # after the longest block and its guard
             if len(beh) - lo < 1000:
                 raise SystemExit(f"{s.session_id}: {len(beh)} bins leave {len(beh) - lo} to score after {max(mins)} min")
             ev = slice(lo, len(beh))

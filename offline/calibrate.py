@@ -37,7 +37,6 @@ would): what a lab wants to know before it runs closed loop on the new bundle.
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +51,8 @@ from rtdecode.dsp.design import fit_normalization
 
 ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # relative ridge penalties, as rtdecode distill's [eval] grid
 MIN_FIT_BINS, MIN_VAL_BINS = 500, 100
+GUARD_BINS = 10  # beyond the window: between folds and before the scored rest (the chain's smoothing, the behaviour's)
+REST_MAX_BINS = 60_000  # the rest scored after the block: at most 10 minutes of 10-ms bins
 
 
 class CalibrationError(ConfigError):
@@ -186,7 +187,7 @@ def readout_inputs(bundle: Bundle, model, ro: Readout, feats: np.ndarray) -> tup
 # the calibration recording
 
 
-def _reorder(names_have: list[str] | None, names_want: tuple[str, ...] | None, what: str) -> np.ndarray | None:
+def _reorder(names_have: list[str] | None, names_want: tuple[str, ...] | None, what: str, log=print) -> np.ndarray | None:
     """Column order that puts `names_have` in `names_want`'s order; None when it is already
     (or when either has no names); a warning, and None, when the sets differ."""
     if not names_have or not names_want:
@@ -195,21 +196,42 @@ def _reorder(names_have: list[str] | None, names_want: tuple[str, ...] | None, w
         return None
     if sorted(names_have) == sorted(names_want):
         pos = {c: i for i, c in enumerate(names_have)}
-        print(f"[calibrate] the recording's {what} are in another order than the bundle's: reordered by name", file=sys.stderr)
+        log(f"[calibrate] the recording's {what} are in another order than the bundle's: reordered by name")
         return np.array([pos[c] for c in names_want])
-    print(f"[calibrate] WARNING: the recording's {what} ({list(names_have)[:6]}...) are not the bundle's "
-          f"({list(names_want)[:6]}...): used in the file's order", file=sys.stderr)  # fmt: skip
+    log(f"[calibrate] WARNING: the recording's {what} ({list(names_have)[:6]}...) are not the bundle's "
+        f"({list(names_want)[:6]}...): used in the file's order")  # fmt: skip
     return None
 
 
-def load_calibration(path, bundle: Bundle, mapping: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str], dict]:
+def _training_mapping(bundle: Bundle, path: Path):
+    """The NWBMapping the bundle's own distill run used ([data.nwb] of the config in its
+    provenance, per-file overrides applied for `path`), or None when it has none."""
+    from offline.data.nwb import NWBConfig
+
+    cfg = bundle.provenance.get("config") if isinstance(bundle.provenance, dict) else None
+    table = cfg.get("data", {}).get("nwb") if isinstance(cfg, dict) and isinstance(cfg.get("data"), dict) else None
+    if not isinstance(table, dict):
+        return None
+    try:
+        return NWBConfig.from_dict(table, where=f"{bundle.path} provenance [data.nwb]").for_file(path)
+    except (ConfigError, TypeError, ValueError):
+        return None
+
+
+def load_calibration(path, bundle: Bundle, mapping: str | None = None, log=print,
+                     max_bins: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str], dict]:  # fmt: skip
     """(raw LFP (n_samples, C) in the bundle's channel order, behaviour (n_bins, n_out) in the
-    bundle's output order at its bins, the behaviour's names, what was read) from an NWB file
-    (the bundle's bin width; the LFP and behaviour chosen as `rtdecode distill` does, or by
-    the [data.nwb] table of `mapping`) or an rtdecode recording (.npz) with behaviour."""
+    bundle's output order at its bins, NaN where the tracker lost it, the behaviour's names,
+    what was read) from an NWB file (the bundle's bin width; the LFP and behaviour chosen by the
+    [data.nwb] table of `mapping`, else by that of the bundle's own training config, else as
+    `rtdecode distill` does by default) or an rtdecode recording (.npz) with behaviour. An NWB
+    file's LFP is read only up to `max_bins` bins."""
     from rtdecode.recording import Recording, RecordingError, _kind, nwb_mapping_for
 
     path = Path(path)
+    if path.is_dir():
+        raise CalibrationError(f"{path} is a folder; rtdecode calibrate reads one file: an NWB file (.nwb) or an rtdecode "
+                               "recording (.npz) with behaviour")  # fmt: skip
     if not path.is_file():
         raise CalibrationError(f"{path}: no such file; rtdecode calibrate reads an NWB file (.nwb) or an rtdecode recording (.npz) "
                                "with behaviour")  # fmt: skip
@@ -222,11 +244,21 @@ def load_calibration(path, bundle: Bundle, mapping: str | None = None) -> tuple[
             import pynwb  # noqa: F401
         except ImportError:
             raise CalibrationError(f"{path}: reading NWB files needs pynwb: pip install 'rtdecode[train]'") from None
-        from offline.data.nwb import read_session
+        from offline.data.nwb import NWBMapping, NWBMappingError, read_session
 
-        m = replace(nwb_mapping_for(path, mapping), bin_width=bw)
-        s = read_session(path, m, lazy=False, spikes=False)
-        lfp, rate, ch = np.asarray(s.lfp, np.float32), float(s.lfp_rate), [str(c) for c in s.channel_ids]
+        base = nwb_mapping_for(path, mapping) if mapping else (_training_mapping(bundle, path) or NWBMapping())
+        m = replace(base, bin_width=bw)
+        try:  # NaN behaviour kept (not interpolated across the block's end into the scored rest): masked below
+            s = read_session(path, m, lazy=True, spikes=False, fill_behavior=False)
+            n_keep = s.lfp.shape[0] if max_bins is None else min(s.lfp.shape[0], max_bins * bundle.chain.bin_samples)
+            lfp_lazy, lfp = s.lfp, np.asarray(s.lfp[:n_keep], np.float32)
+            lfp_lazy.close()
+        except NWBMappingError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError, AttributeError) as e:
+            raise CalibrationError(f"{path}: not a readable NWB file ({type(e).__name__}: {e}); check that the copy is "
+                                   "complete, or give an .npz recording") from None  # fmt: skip
+        rate, ch = float(s.lfp_rate), [str(c) for c in s.channel_ids]
         beh, names = np.asarray(s.behavior, np.float32), list(s.behavior_names)
         info = {"file": str(path), "format": "nwb", "session_id": s.session_id}
     elif kind == "npz":
@@ -254,7 +286,7 @@ def load_calibration(path, bundle: Bundle, mapping: str | None = None) -> tuple[
     if lfp.shape[1] != bundle.n_channels:
         raise CalibrationError(f"{path}: {lfp.shape[1]} LFP channels; the bundle reads {bundle.n_channels}: calibrate on a "
                                "recording of the same array (or choose its series with --mapping)")  # fmt: skip
-    order = _reorder(ch, bundle.channel_names, "channels")
+    order = _reorder(ch, bundle.channel_names, "channels", log)
     if order is not None:
         lfp = np.ascontiguousarray(lfp[:, order])
     want = list(bundle.output_names)
@@ -262,7 +294,7 @@ def load_calibration(path, bundle: Bundle, mapping: str | None = None) -> tuple[
         cols = [names.index(n) for n in want]
     elif not names and beh.shape[1] == len(want):
         cols = list(range(len(want)))
-        print(f"[calibrate] the recording's behaviour has no names: its {len(want)} columns taken as {want}", file=sys.stderr)
+        log(f"[calibrate] the recording's behaviour has no names: its {len(want)} columns taken as {want}")
     else:
         missing = [n for n in want if n not in names]
         raise CalibrationError(f"{path}: the bundle decodes {want}; the recording's behaviour is {names or beh.shape[1]} "
@@ -389,8 +421,10 @@ def calibrate(bundle_path, recording, out, *, minutes: float | None = None, fold
 
     b = load_bundle(bundle_path)
     out = Path(out)
-    if out.resolve() == b.path.resolve():
-        raise CalibrationError(f"--out {out} is the bundle being calibrated: write the calibrated bundle to a new folder")
+    src, dst = b.path.resolve(), out.resolve()
+    if dst == src or dst in src.parents or src in dst.parents:
+        raise CalibrationError(f"--out {out} is, holds or lies inside the bundle being calibrated ({b.path}), which writing "
+                               "would remove: write the calibrated bundle to a new folder beside it")  # fmt: skip
     if out.exists() and not overwrite:
         raise CalibrationError(f"{out} already exists: choose another --out or pass --overwrite")
     if not 2 <= int(folds) <= 20 or int(folds) != folds:
@@ -400,11 +434,16 @@ def calibrate(bundle_path, recording, out, *, minutes: float | None = None, fold
     ro = find_readout(model, b.model.output_name, where=str(b.model_path))
     if ro.n_out != b.n_outputs:
         raise CalibrationError(f"{b.model_path}: the readout has {ro.n_out} outputs, the manifest names {b.n_outputs}: rebuild the bundle")
-    lfp, beh, names, info = load_calibration(recording, b, mapping)
-    n_bins, w = len(beh), b.model.window_bins
-    n_cal = n_bins if minutes is None else min(n_bins, int(round(minutes * 60.0 / b.chain.bin_width_s)))
+    w = b.model.window_bins
+    guard = w + GUARD_BINS  # a readout input spans a window; the chain's smoothing reaches a little further
+    want_cal = None if minutes is None else int(round(minutes * 60.0 / b.chain.bin_width_s))
+    lfp, beh, names, info = load_calibration(recording, b, mapping, log,
+                                             None if want_cal is None else want_cal + guard + REST_MAX_BINS)  # fmt: skip
+    n_cal = len(beh) if want_cal is None else min(len(beh), want_cal)
+    n_bins = min(len(beh), n_cal + guard + REST_MAX_BINS)  # at most 10 min of rest scored: memory stays bounded
+    lfp, beh = lfp[: n_bins * b.chain.bin_samples], beh[:n_bins]
     start = w  # the ring's zero-filled first window is not data
-    ok = np.isfinite(beh).all(1)  # tracking dropouts in an .npz (NWB behaviour is interpolated on reading)
+    ok = np.isfinite(beh).all(1)  # tracking dropouts (NWB and .npz alike: kept NaN on reading, left out here)
     if not ok[start:n_cal].all():
         log(f"[calibrate] {int((~ok[start:n_cal]).sum())} calibration bins have NaN or infinite behaviour: left out of the fit")
     cal = np.arange(start, n_cal)[ok[start:n_cal]]
@@ -413,36 +452,43 @@ def calibrate(bundle_path, recording, out, *, minutes: float | None = None, fold
         raise CalibrationError(f"{recording}: a calibration block of {n_cal} bins ({n_cal * b.chain.bin_width_s:.0f} s) leaves "
                                f"{len(cal)} bins with behaviour; give at least {need * b.chain.bin_width_s:.0f} s (--minutes), "
                                "a few minutes for a good fit")  # fmt: skip
-    cv = folds_of(cal, folds, guard=w)
-    chain = b.chain
-    if renormalize:
-        raw = compute_features(chain.without_normalization(), lfp[: n_cal * chain.bin_samples])
-        chain = chain.with_normalization(*fit_normalization(raw[start:n_cal]))
+    cv = folds_of(cal, folds, guard=guard)
     stats: dict = {}
     feats = compute_features(b.chain, lfp, stats=stats)
     if stats["nonfinite"]:
         log(f"[calibrate] {stats['nonfinite']} LFP values are NaN or infinite: held at the channel's last finite value, "
             "as the runtime repairs them")  # fmt: skip
     z, y_shipped = readout_inputs(b, model, ro, feats)  # the bundle as shipped: its chain, its readout
-    if renormalize:  # the readout's inputs on the refit normalisation
-        feats = compute_features(chain, lfp)
-        z, _ = readout_inputs(b, model, ro, feats)
     w0, b0 = readout_weights(model, ro)
+    chain = b.chain
     choice, val_r2 = choose_readout(z, beh, cv, w0, b0, alphas)
     shipped_val = cv_r2(beh, y_shipped, cv)
+    renormalized = False
+    if renormalize:  # the readout's inputs on a z-scoring refit on the block: kept only if it cross-validates better
+        raw = compute_features(b.chain.without_normalization(), lfp[: n_cal * b.chain.bin_samples])
+        chain_n = b.chain.with_normalization(*fit_normalization(raw[start:n_cal]))
+        feats_n = compute_features(chain_n, lfp)
+        z_n, _ = readout_inputs(b, model, ro, feats_n)
+        choice_n, val_n = choose_readout(z_n, beh, cv, w0, b0, alphas)
+        if np.mean(val_n) > np.mean(val_r2):
+            chain, feats, z, choice, val_r2, renormalized = chain_n, feats_n, z_n, choice_n, val_n, True
+        else:
+            log(f"[calibrate] --renormalize: the refit z-scoring cross-validates below the bundle's own (mean "
+                f"{np.mean(val_n):+.3f} against {np.mean(val_r2):+.3f}): the bundle's normalisation kept")  # fmt: skip
     w_new, b_new = refit_readout(z, beh, cal, w0, b0, choice)
     set_readout(model, ro, w_new, b_new)
     res = {
         "from_bundle": str(b.path), "from_model_sha256": b.files.get(b.model.file), "recording": info,
-        "outputs": names, "bins": {"calibration": int(n_cal), "used": [int(cal[0]), int(cal[-1]) + 1], "total": int(n_bins)},
+        "outputs": names, "bins": {"calibration": int(n_cal), "used": [int(cal[0]), int(cal[-1]) + 1], "guard": int(guard)},
         "folds": int(folds),
         "minutes": round(n_cal * chain.bin_width_s / 60.0, 3), "readout": {"op": ro.op, "input": ro.input, "dim": ro.dim},
-        "choice": [_name(c) for c in choice], "renormalized": bool(renormalize),
-        "cv_r2": {"shipped": [round(float(v), 4) for v in shipped_val], "recalibrated": [round(float(v), 4) for v in val_r2]},
+        "choice": [_name(c) for c in choice], "renormalized": renormalized,
+        "cv_r2": {"shipped": [round(float(v), 4) for v in shipped_val], "recalibrated": [round(float(v), 4) for v in val_r2],
+                  "note": "out-of-fold R² over the calibration block; 'recalibrated' is the best of the candidates on these "
+                          "folds, so it is optimistic: the rest of the recording, when there is one, is the unbiased figure"},
+        "report_files": "report/ (if any) is the source bundle's training report: its figures are for the shipped readout",
     }  # fmt: skip
-    if renormalize:
-        res["cv_r2"]["note"] = "the shipped figure uses the bundle's own normalisation"
-    rest0 = n_cal + w
+    rest0 = n_cal + guard
     rest = np.arange(rest0, n_bins)[ok[rest0:]]
     if len(rest) >= MIN_VAL_BINS:  # the recording goes on after the block: score both there
         res["rest"] = {"bins": [int(rest0), int(n_bins)], "minutes": round((n_bins - rest0) * chain.bin_width_s / 60.0, 3),
@@ -479,13 +525,13 @@ def calibrate(bundle_path, recording, out, *, minutes: float | None = None, fold
         f"{res['minutes']:g} min of {Path(recording).name} (chosen by {folds}-fold blocked cross-validation)")  # fmt: skip
     log(f"  outputs                   {' '.join(f'{n:>6}' for n in names)}")
     log(f"  cross-validated, shipped  {_fmt(shipped_val)}   (mean {np.mean(shipped_val):+.3f})")
-    log(f"  cross-validated, refit    {_fmt(val_r2)}   (mean {np.mean(val_r2):+.3f})")
+    log(f"  cross-validated, refit    {_fmt(val_r2)}   (mean {np.mean(val_r2):+.3f}; best of the candidates: optimistic)")
     log(f"  readout per output        {', '.join(f'{n}: {_name(c)}' for n, c in zip(names, choice))}")
     if "rest" in res:
         r = res["rest"]
         log(f"  rest ({r['minutes']:g} min), shipped      {_fmt(r['shipped'])}   (mean {np.mean(r['shipped']):+.3f})")
         log(f"  rest ({r['minutes']:g} min), recalibrated {_fmt(r['recalibrated'])}   (mean {np.mean(r['recalibrated']):+.3f})")
-    if all(c[0] == "shipped" for c in choice) and not renormalize:
+    if all(c[0] == "shipped" for c in choice) and not renormalized:
         log("[calibrate] no candidate beat the shipped readout in cross-validation: the new bundle decodes as the old "
             "one; calibrate on a longer block")  # fmt: skip
     if b.engines:

@@ -133,9 +133,9 @@ def cmd_info(args) -> int:
     cal = b.provenance.get("calibration") if isinstance(b.provenance, dict) else None
     if isinstance(cal, dict):  # a bundle from `rtdecode calibrate`
         rec = cal.get("recording", {})
-        vr = cal.get("val_r2", {})
+        vr = cal.get("cv_r2", {})
         print(f"calibrated: readout refit on {cal.get('minutes')} min of {rec.get('file')} (from {cal.get('from_bundle')}); "
-              f"validation R² shipped {vr.get('shipped')}, refit {vr.get('recalibrated')}")  # fmt: skip
+              f"cross-validated R² shipped {vr.get('shipped')}, refit {vr.get('recalibrated')}; per output: {cal.get('choice')}")  # fmt: skip
     for e in b.engines:
         print(f"engine {e.file}: {e.gpu_name} sm{e.compute_capability} TensorRT {e.tensorrt_version} {e.precision}")
     return 0

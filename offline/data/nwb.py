@@ -790,9 +790,11 @@ def _bin_edges(es, n_bins: int, spb: int, bin_width: float) -> np.ndarray | None
     return e[: n_bins + 1]
 
 
-def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, lazy: bool = True, spikes: bool = True) -> Session:
+def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, lazy: bool = True, spikes: bool = True,
+                 fill_behavior: bool = True) -> Session:  # fmt: skip
     """Read one session. With `lazy`, `session.lfp` stays on disk (a LazyArray). `spikes=False`:
-    no units are read (the session has 0 units; `rtdecode calibrate` needs only LFP and behaviour)."""
+    no units are read (the session has 0 units; `rtdecode calibrate` needs only LFP and behaviour).
+    `fill_behavior=False`: NaN/Inf behaviour (tracking dropouts) is kept, not interpolated."""
     from pynwb import NWBHDF5IO
     from pynwb.base import TimeSeries
     from pynwb.behavior import SpatialSeries
@@ -857,7 +859,7 @@ def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, laz
                 if isinstance(ts, SpatialSeries) and type(ts.parent).__name__ == "Position" and x.shape[1] <= 3:
                     positions += nms
         behavior = np.ascontiguousarray(np.concatenate(cols, 1), dtype=np.float32)
-        behavior, filled = _fill_behavior(path, behavior, names)
+        behavior, filled = _fill_behavior(path, behavior, names) if fill_behavior else (behavior, {})
         if m.derive_velocity:
             behavior, names, units = derive_velocity(behavior, names, units, bin_width, positions)
         latents = None

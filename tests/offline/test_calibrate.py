@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from rtdecode.batch import decode_recording, r2_score
-from rtdecode.bundle import load_bundle
+from rtdecode.bundle import load_bundle, write_bundle
 from rtdecode.recording import Recording
 
 pytest.importorskip("onnx")
@@ -88,20 +88,109 @@ def test_a_replugged_day_is_recalibrated_from_an_nwb_file_without_units(ridge_ca
     from rtdecode.cli import main
 
     assert main(["info", str(tmp / "cal")]) == 0
-    assert f"calibrated: readout refit on 2.0 min of {path}" in capsys.readouterr().out
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("calibrated:"))
+    assert f"readout refit on 2.0 min of {path}" in line and str(res["cv_r2"]["recalibrated"]) in line, line
+    assert str(res["cv_r2"]["shipped"]) in line and str(res["choice"]) in line, line
 
 
-def test_renormalize_refits_the_chains_zscore_on_the_calibration_block(ridge_case):
-    bundle, path, lfp, beh, tmp = ridge_case
-    res = calibrate(bundle.path, path, tmp / "cal_norm", minutes=2, renormalize=True, log=lambda *a: None)
-    new = load_bundle(tmp / "cal_norm")
-    assert res["renormalized"] and not np.allclose(new.chain.norm_mean, bundle.chain.norm_mean)
+def test_the_scored_rest_never_reaches_the_fit(ridge_case, tmp_path):
+    """Junk behaviour after the calibration block (and its guard) leaves the written readout
+    exactly as it is; junk inside the block changes it."""
+    import onnx
+
+    bundle, _, lfp, beh, _ = ridge_case
+
+    def weights(b, name):
+        rec = tmp_path / f"{name}.npz"
+        Recording(lfp, 1000.0, behavior=b, behavior_names=list(bundle.output_names), behavior_rate=100.0).save(rec)
+        res = calibrate(bundle.path, rec, tmp_path / name, minutes=1, log=lambda *a: None)
+        m = onnx.load(str(tmp_path / name / "model.onnx"))
+        return [onnx.numpy_helper.to_array(t) for t in m.graph.initializer if t.name in ("W", "b")], res
+
+    ref, res = weights(beh, "ref")
+    lo = res["bins"]["calibration"] + res["bins"]["guard"]
+    after = beh.copy()
+    after[lo:] = np.random.default_rng(5).standard_normal(after[lo:].shape) * 50
+    got, _ = weights(after, "after")
+    for a, b in zip(ref, got):
+        np.testing.assert_array_equal(a, b)
+    inside = beh.copy()
+    inside[lo - 3000 : lo - 2000] *= -1
+    changed, _ = weights(inside, "inside")
+    assert not all(np.array_equal(a, b) for a, b in zip(ref, changed))
+
+
+def test_named_channels_in_another_order_are_put_in_the_bundles_order(tmp_path):
+    """A day whose channels arrive in another order, named: reordered by name, so the
+    calibrated bundle decodes the file exactly as the same day in the bundle's order does."""
+    from offline.linear import fit_linear_bundle
+
+    rng = np.random.default_rng(2)
+    lfp = rng.standard_normal((40_000, 8)).astype(np.float32).cumsum(0) * 0.1
+    names = [f"e{i}" for i in range(8)]
+    beh = rng.standard_normal((4000, 2)).astype(np.float32)
+    b = fit_linear_bundle(lfp, 1000.0, beh, ["u", "v"], tmp_path / "b", window_bins=5, line_freq=None, channel_names=names)
+    perm = rng.permutation(8)
+    ordered, shuffled = tmp_path / "ordered.npz", tmp_path / "shuffled.npz"
+    Recording(lfp, 1000.0, channel_names=names, behavior=beh, behavior_names=["u", "v"], behavior_rate=100.0).save(ordered)
+    Recording(lfp[:, perm], 1000.0, channel_names=[names[i] for i in perm], behavior=beh, behavior_names=["u", "v"],
+              behavior_rate=100.0).save(shuffled)  # fmt: skip
+    said = []
+    r1 = calibrate(b.path, ordered, tmp_path / "c1", log=lambda *a: None)
+    r2 = calibrate(b.path, shuffled, tmp_path / "c2", log=said.append)
+    assert any("reordered by name" in str(x) for x in said)
+    assert r1["cv_r2"] == r2["cv_r2"] and r1["choice"] == r2["choice"]
+
+
+def test_a_graph_that_does_not_decode_what_numpy_computes_writes_nothing(ridge_case, tmp_path, monkeypatch):
+    import offline.calibrate as cal
+
+    bundle, path = ridge_case[0], ridge_case[1]
+    real = cal.set_readout
+    monkeypatch.setattr(cal, "set_readout", lambda model, ro, w, b: real(model, ro, w * 1.01, b))
+    with pytest.raises(RuntimeError, match="differs from numpy"):
+        cal.calibrate(bundle.path, path, tmp_path / "out", minutes=2, log=lambda *a: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_renormalize_is_kept_only_when_it_cross_validates_better(ridge_case, tmp_path):
+    """A lagged ridge reads z-scored features linearly, and its penalty is scale-free: a refit
+    z-scoring adds nothing it cannot absorb, so the bundle's own is kept, and the log says so.
+    A student is not linear in its input: a day whose features sit 5 sd off the bundle's
+    training statistics decodes well only once the z-scoring is refit on it, and then the
+    block's statistics are in the bundle."""
+    import onnx
+
     from rtdecode.dsp import compute_features
+    from tests.export.students import student_bundle
 
-    raw = compute_features(bundle.chain.without_normalization(), lfp)
-    cal = slice(bundle.model.window_bins, res["bins"]["calibration"])
-    np.testing.assert_allclose(new.chain.norm_mean, raw[cal].mean(0), rtol=1e-4, atol=1e-4)
-    assert np.mean(res["rest"]["recalibrated"][2:4]) > np.mean(res["rest"]["shipped"][2:4]) + 0.15, res["rest"]
+    bundle, path, lfp, beh, tmp = ridge_case
+    said = []
+    res = calibrate(bundle.path, path, tmp_path / "ridge", minutes=2, renormalize=True, log=said.append)
+    assert not res["renormalized"] and load_bundle(tmp_path / "ridge").chain == bundle.chain
+    assert any("normalisation kept" in str(x) for x in said), said
+
+    b = student_bundle(tmp_path / "student", "window")[0]
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((30_000, 8)).cumsum(0) * 0.5 + 20 * rng.standard_normal((30_000, 8))).astype(np.float32)
+    model = onnx.load(str(b.model_path))
+    ro = find_readout(model, b.model.output_name)
+    f = compute_features(b.chain.without_normalization(), x)
+    right = b.chain.with_normalization(f.mean(0), f.std(0))  # this day's own statistics
+    z, _ = readout_inputs(b, model, ro, compute_features(right, x))  # the latents of this day, rightly normalised
+    y = (z @ rng.standard_normal((ro.dim, 2)) / np.sqrt(ro.dim)).astype(np.float32)
+    # the same student with training statistics that do not fit this day (an offset of 5 sd on every feature)
+    stale = b.chain.with_normalization(f.mean(0) + 5 * f.std(0), f.std(0))
+    b = write_bundle(tmp_path / "stale", chain=stale, model_file=b.model_path, model=b.model, output_names=list(b.output_names))
+    rec = tmp_path / "day.npz"
+    Recording(x, 1000.0, behavior=y, behavior_names=["vel_x", "vel_y"], behavior_rate=100.0).save(rec)
+    plain = calibrate(b.path, rec, tmp_path / "plain", minutes=0.4, log=lambda *a: None)
+    res = calibrate(b.path, rec, tmp_path / "renorm", minutes=0.4, renormalize=True, log=lambda *a: None)
+    assert res["renormalized"]
+    assert np.mean(res["rest"]["recalibrated"]) > np.mean(plain["rest"]["recalibrated"]), (res["rest"], plain["rest"])
+    raw = compute_features(b.chain.without_normalization(), x)
+    cal = slice(b.model.window_bins, res["bins"]["calibration"])
+    np.testing.assert_allclose(load_bundle(tmp_path / "renorm").chain.norm_mean, raw[cal].mean(0), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("design,layout", [("streaming", "ring_v1"), pytest.param("streaming", "shift_v0", marks=pytest.mark.slow),
@@ -155,7 +244,10 @@ def _npz(path, n_s: float = 120.0, ch: int = 32, fs: float = 1000.0, names=("x",
     ("no_behavior", "has no behaviour; calibration needs the behaviour"),
     ("names", "missing ['grip']"),
     ("short", "give at least"),
-    ("same_out", "is the bundle being calibrated"),
+    ("same_out", "is, holds or lies inside the bundle being calibrated"),
+    ("parent_out", "is, holds or lies inside the bundle being calibrated"),
+    ("folder", "is a folder"),
+    ("corrupt_nwb", "not a readable NWB file"),
     ("missing_file", "no such file"),
 ])  # fmt: skip
 def test_what_cannot_be_calibrated_is_refused_with_the_fix(ridge_case, tmp_path, case, match):
@@ -174,11 +266,19 @@ def test_what_cannot_be_calibrated_is_refused_with_the_fix(ridge_case, tmp_path,
     elif case == "same_out":
         _npz(rec)
         out = bundle.path
+    elif case == "parent_out":
+        _npz(rec)
+        out = bundle.path.parent  # --overwrite would remove the run folder and the bundle in it
+    elif case == "folder":
+        rec = tmp_path
+    elif case == "corrupt_nwb":
+        rec = tmp_path / "cut.nwb"
+        rec.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
     elif case == "missing_file":
         rec = tmp_path / "nothing.nwb"
     with pytest.raises(CalibrationError, match=match.replace("[", r"\[").replace("]", r"\]")):
-        calibrate(bundle.path, rec, out, log=lambda *a: None)
-    assert not (tmp_path / "out").exists()
+        calibrate(bundle.path, rec, out, log=lambda *a: None, overwrite=True)
+    assert not (tmp_path / "out").exists() and bundle.path.is_dir()
 
 
 def test_a_graph_whose_output_is_not_a_linear_readout_is_refused(tmp_path):
