@@ -53,6 +53,8 @@ ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # relative ridge penalties, as rt
 MIN_FIT_BINS, MIN_VAL_BINS = 500, 100
 GUARD_BINS = 10  # beyond the window: between folds and before the scored rest (the chain's smoothing, the behaviour's)
 REST_MAX_BINS = 60_000  # the rest scored after the block: at most 10 minutes of 10-ms bins
+READS = ("an NWB file (.nwb), an XDF file (.xdf, .xdfz: LabRecorder's, with the LFP and a behaviour stream) or an "
+         "rtdecode recording (.npz) with behaviour")  # fmt: skip
 
 
 class CalibrationError(ConfigError):
@@ -218,25 +220,175 @@ def _training_mapping(bundle: Bundle, path: Path):
         return None
 
 
-def load_calibration(path, bundle: Bundle, mapping: str | None = None, log=print,
-                     max_bins: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str], dict]:  # fmt: skip
+MAX_BEHAVIOR_GAP_S = 0.25  # behaviour samples further apart than this (and 5 of its periods): the bins between are left out
+
+
+def sample_times(ts: np.ndarray, rate: float) -> tuple[np.ndarray, int]:
+    """Stamps of a regularly sampled stream as the acquisition clock had them: a straight line
+    of stamp against sample count in each stretch without a pause (a least-squares fit: push-time
+    jitter averages out), a new stretch after a step of more than max(5 ms, 5 periods) beyond
+    one period (lost samples, a pause) or back in time by more than 50 ms (a clock reset).
+    Returns (times, pauses)."""
+    ts = np.asarray(ts, np.float64)
+    n = len(ts)
+    if n < 2:
+        return ts.copy(), 0
+    period = 1.0 / rate
+    step = np.diff(ts)
+    brk = np.flatnonzero((step > period + max(0.005, 5 * period)) | (step < -0.05)) + 1
+    out = np.empty(n)
+    for lo, hi in zip(np.r_[0, brk], np.r_[brk, n]):
+        k = np.arange(lo, hi, dtype=np.float64)
+        if hi - lo < 2:
+            out[lo:hi] = ts[lo:hi]
+            continue
+        slope, icpt = np.polyfit(k - lo, ts[lo:hi], 1)
+        if not 0.9 * period < slope < 1.1 * period:  # too few or too odd to fit: the nominal rate from its mean
+            slope, icpt = period, float(np.mean(ts[lo:hi] - (k - lo) * period))
+        out[lo:hi] = icpt + (k - lo) * slope
+    return out, int(len(brk))
+
+
+def behavior_at(t_bins: np.ndarray, t: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Behaviour samples (t, x (n, k)) at bin times `t_bins`, linearly interpolated; NaN outside
+    the samples' span, across a gap of more than MAX_BEHAVIOR_GAP_S (and 5 median periods), and
+    next to a NaN sample (a tracking dropout)."""
+    order = np.argsort(t, kind="stable")
+    t, x = np.asarray(t, np.float64)[order], np.asarray(x, np.float64)[order]
+    out = np.full((len(t_bins), x.shape[1]), np.nan, np.float32)
+    if len(t) < 2:
+        return out
+    med = float(np.median(np.diff(t)))
+    gap = max(MAX_BEHAVIOR_GAP_S, 5 * med)
+    j = np.searchsorted(t, t_bins, side="right")  # t[j-1] <= t_bin < t[j]
+    inside = (j > 0) & (j < len(t))
+    jj = np.clip(j, 1, len(t) - 1)
+    inside &= (t[jj] - t[jj - 1]) <= gap
+    for c in range(x.shape[1]):
+        y = np.interp(t_bins, t, x[:, c])  # NaN next to a NaN sample: np.interp propagates it
+        out[inside, c] = y[inside]
+    return out
+
+
+def _read_xdf(path: Path, kind: str, bundle: Bundle, lfp_stream: str | None, behavior_stream: str | None, log,
+              max_bins: int | None):  # fmt: skip
+    """The LFP stream and the behaviour stream of an XDF file (LabRecorder's: the raw stream and
+    the task's kinematics, recorded on one clock): the LFP's samples as the runtime gets them,
+    the behaviour at the centre of each of its bins."""
+    from offline.data.nwb import derive_velocity
+    from rtdecode.recording import (RecordingError, _xdf_field, xdf_describe, xdf_labels, xdf_regular,
+                                    xdf_select, xdf_streams)  # fmt: skip
+
+    try:
+        streams = xdf_streams(path, kind, synchronize_clocks=True)
+        listing = "; ".join(xdf_describe(s) for s in streams) or "no streams"
+        want = list(bundle.output_names)
+
+        def rate_of(s):
+            return float(_xdf_field(s["info"], "nominal_srate", 0) or 0)
+
+        def ch_of(s):
+            return int(float(_xdf_field(s["info"], "channel_count", 0) or 0))
+
+        if lfp_stream:
+            ls = xdf_select(path, streams, lfp_stream, "--xdf-stream")
+            if not xdf_regular(ls):
+                raise CalibrationError(f"{path}: stream {xdf_describe(ls)} is not an LFP: it needs numeric samples at a "
+                                       "nominal rate; choose the raw stream with --xdf-stream")  # fmt: skip
+        else:
+            cands = [s for s in streams if xdf_regular(s) and ch_of(s) == bundle.n_channels
+                     and abs(rate_of(s) - bundle.sampling_rate) <= 1e-6 * bundle.sampling_rate]  # fmt: skip
+            if len(cands) != 1:
+                what = (f"no stream of {bundle.n_channels} channels at {bundle.sampling_rate:g} Hz (the bundle's)" if not cands
+                        else f"{len(cands)} streams of {bundle.n_channels} channels at {bundle.sampling_rate:g} Hz")  # fmt: skip
+                raise CalibrationError(f"{path}: {what}; the file has: {listing}. Name the LFP stream with --xdf-stream NAME")
+            ls = cands[0]
+
+        def names_of(s):
+            lb = xdf_labels(s)
+            return lb if lb is not None else None
+
+        def covers(names):
+            if not names:
+                return False
+            if set(want) <= set(names):
+                return True
+            _, derived, _ = derive_velocity(np.zeros((1, len(names)), np.float32), list(names), [""] * len(names), 1.0)
+            return set(want) <= set(derived)
+
+        others = [s for s in streams if s is not ls and _xdf_field(s["info"], "channel_format") != "string"
+                  and len(s["time_series"]) > 1]  # fmt: skip
+        if behavior_stream:
+            bs = xdf_select(path, streams, behavior_stream, "--behavior-stream")
+            if bs is ls or _xdf_field(bs["info"], "channel_format") == "string":
+                raise CalibrationError(f"{path}: stream {xdf_describe(bs)} cannot be the behaviour: it needs numeric samples "
+                                       "other than the LFP's; choose the task's kinematics stream with --behavior-stream")  # fmt: skip
+        else:
+            cands = [s for s in others if covers(names_of(s))]
+            if len(cands) != 1:
+                what = (f"no stream whose channel labels name the bundle's outputs {want}" if not cands
+                        else f"{len(cands)} streams name the bundle's outputs")  # fmt: skip
+                raise CalibrationError(f"{path}: {what}; the file has: {listing}. Name the behaviour stream with "
+                                       "--behavior-stream NAME")  # fmt: skip
+            bs = cands[0]
+    except RecordingError as e:
+        raise CalibrationError(str(e)) from None
+    rate = rate_of(ls)
+    spb = bundle.chain.bin_samples
+    lfp = np.asarray(ls["time_series"])
+    lfp = lfp[:, None] if lfp.ndim == 1 else lfp
+    n_bins = len(lfp) // spb if max_bins is None else min(len(lfp) // spb, max_bins)
+    lfp = np.ascontiguousarray(lfp[: n_bins * spb], np.float32)
+    t_lfp, pauses = sample_times(ls["time_stamps"][: n_bins * spb], rate)
+    if pauses:
+        log(f"[calibrate] WARNING: the LFP stream's stamps pause {pauses} time(s) (lost samples or a clock reset): the "
+            "samples are taken as they are, unfilled; bins next to a pause are approximate")  # fmt: skip
+    centre = np.arange(n_bins) * spb + spb / 2.0  # a bin's centre, as rtdecode distill reads behaviour at it
+    t_bins = np.interp(centre, np.arange(len(t_lfp), dtype=np.float64), t_lfp)
+    bx = np.asarray(bs["time_series"], np.float64)
+    bx = bx[:, None] if bx.ndim == 1 else bx
+    bt = np.asarray(bs["time_stamps"], np.float64)
+    if rate_of(bs) > 0:
+        bt, _ = sample_times(bt, rate_of(bs))
+    names = names_of(bs)
+    beh = behavior_at(t_bins, bt, bx)
+    if names and not set(want) <= set(names):
+        beh, names, _ = derive_velocity(beh, list(names), [""] * len(names), bundle.chain.bin_width_s)
+        log(f"[calibrate] velocity derived from the behaviour stream's positions (backward difference over a bin)")
+    covered = np.isfinite(beh).all(1)
+    if not covered.any():
+        raise CalibrationError(f"{path}: the behaviour stream {xdf_describe(bs)} covers none of the LFP's "
+                               f"{n_bins * bundle.chain.bin_width_s:.0f} s (stamps {bt[0]:.3f}-{bt[-1]:.3f} s against the LFP's "
+                               f"{t_lfp[0]:.3f}-{t_lfp[-1]:.3f} s): record both streams together (LabRecorder)")  # fmt: skip
+    info = {"file": str(path), "format": "xdf", "lfp_stream": str(_xdf_field(ls["info"], "name")),
+            "behavior_stream": str(_xdf_field(bs["info"], "name")), "lfp_pauses": pauses,
+            "behavior_bins": int(covered.sum())}  # fmt: skip
+    return lfp, rate, xdf_labels(ls), beh.astype(np.float32), list(names or []), info
+
+
+def load_calibration(path, bundle: Bundle, mapping: str | None = None, log=print, max_bins: int | None = None,
+                     xdf_stream: str | None = None,
+                     behavior_stream: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str], dict]:  # fmt: skip
     """(raw LFP (n_samples, C) in the bundle's channel order, behaviour (n_bins, n_out) in the
     bundle's output order at its bins, NaN where the tracker lost it, the behaviour's names,
     what was read) from an NWB file (the bundle's bin width; the LFP and behaviour chosen by the
     [data.nwb] table of `mapping`, else by that of the bundle's own training config, else as
-    `rtdecode distill` does by default) or an rtdecode recording (.npz) with behaviour. An NWB
-    file's LFP is read only up to `max_bins` bins."""
+    `rtdecode distill` does by default), an XDF file (LabRecorder's: the LFP stream, `xdf_stream`
+    or the one of the bundle's channel count and rate, and the behaviour stream,
+    `behavior_stream` or the one whose channel labels name the bundle's outputs, on one clock)
+    or an rtdecode recording (.npz) with behaviour. An NWB or XDF file's LFP is read only up to
+    `max_bins` bins."""
     from rtdecode.recording import Recording, RecordingError, _kind, nwb_mapping_for
 
     path = Path(path)
     if path.is_dir():
-        raise CalibrationError(f"{path} is a folder; rtdecode calibrate reads one file: an NWB file (.nwb) or an rtdecode "
-                               "recording (.npz) with behaviour")  # fmt: skip
+        raise CalibrationError(f"{path} is a folder; rtdecode calibrate reads one file: {READS}")
     if not path.is_file():
-        raise CalibrationError(f"{path}: no such file; rtdecode calibrate reads an NWB file (.nwb) or an rtdecode recording (.npz) "
-                               "with behaviour")  # fmt: skip
+        raise CalibrationError(f"{path}: no such file; rtdecode calibrate reads {READS}")
     kind = _kind(path)
     bw = bundle.chain.bin_width_s
+    if (xdf_stream or behavior_stream) and kind not in ("xdf", "xdfz"):
+        raise CalibrationError(f"--xdf-stream and --behavior-stream choose the streams of an XDF file; {path} is not one")
     if kind == "nwb":
         from dataclasses import replace
 
@@ -261,6 +413,11 @@ def load_calibration(path, bundle: Bundle, mapping: str | None = None, log=print
         rate, ch = float(s.lfp_rate), [str(c) for c in s.channel_ids]
         beh, names = np.asarray(s.behavior, np.float32), list(s.behavior_names)
         info = {"file": str(path), "format": "nwb", "session_id": s.session_id}
+    elif kind in ("xdf", "xdfz"):
+        if mapping:
+            raise CalibrationError(f"--mapping chooses the series of an NWB file; {path} is an XDF file (--xdf-stream, "
+                                   "--behavior-stream choose its streams)")  # fmt: skip
+        lfp, rate, ch, beh, names, info = _read_xdf(path, kind, bundle, xdf_stream, behavior_stream, log, max_bins)
     elif kind == "npz":
         if mapping:
             raise CalibrationError(f"--mapping chooses the series of an NWB file; {path} is an rtdecode recording")
@@ -279,7 +436,7 @@ def load_calibration(path, bundle: Bundle, mapping: str | None = None, log=print
         beh, names = r.behavior, list(r.behavior_names or [])
         info = {"file": str(path), "format": "npz"}
     else:
-        raise CalibrationError(f"{path}: rtdecode calibrate reads an NWB file (.nwb) or an rtdecode recording (.npz) with behaviour")
+        raise CalibrationError(f"{path}: rtdecode calibrate reads {READS}")
     if abs(rate - bundle.sampling_rate) > 1e-6 * bundle.sampling_rate:
         raise CalibrationError(f"{path}: LFP at {rate:g} Hz; the bundle's chain runs at {bundle.sampling_rate:g} Hz: "
                                "calibrate on a recording made at the bundle's rate")  # fmt: skip
@@ -299,7 +456,7 @@ def load_calibration(path, bundle: Bundle, mapping: str | None = None, log=print
         missing = [n for n in want if n not in names]
         raise CalibrationError(f"{path}: the bundle decodes {want}; the recording's behaviour is {names or beh.shape[1]} "
                                f"(missing {missing}): name the outputs as the bundle does (NWB: a [data.nwb.outputs] table "
-                               "in --mapping; .npz: behavior_names)")  # fmt: skip
+                               "in --mapping; XDF: the behaviour stream's channel labels; .npz: behavior_names)")  # fmt: skip
     n_bins = min(len(lfp) // bundle.chain.bin_samples, len(beh))
     return lfp[: n_bins * bundle.chain.bin_samples], np.ascontiguousarray(beh[:n_bins][:, cols]), want, info
 
@@ -414,7 +571,7 @@ def _fmt(r2) -> str:
 
 def calibrate(bundle_path, recording, out, *, minutes: float | None = None, folds: int = 5,
               alphas=ALPHAS, renormalize: bool = False, mapping: str | None = None, overwrite: bool = False,
-              log=print) -> dict:  # fmt: skip
+              xdf_stream: str | None = None, behavior_stream: str | None = None, log=print) -> dict:  # fmt: skip
     """Refit `bundle_path`'s readout on the first `minutes` of `recording` (all of it when
     None) and write the result to `out`. Returns what `calibration.json` holds."""
     import onnx
@@ -438,7 +595,8 @@ def calibrate(bundle_path, recording, out, *, minutes: float | None = None, fold
     guard = w + GUARD_BINS  # a readout input spans a window; the chain's smoothing reaches a little further
     want_cal = None if minutes is None else int(round(minutes * 60.0 / b.chain.bin_width_s))
     lfp, beh, names, info = load_calibration(recording, b, mapping, log,
-                                             None if want_cal is None else want_cal + guard + REST_MAX_BINS)  # fmt: skip
+                                             None if want_cal is None else want_cal + guard + REST_MAX_BINS,
+                                             xdf_stream=xdf_stream, behavior_stream=behavior_stream)  # fmt: skip
     n_cal = len(beh) if want_cal is None else min(len(beh), want_cal)
     n_bins = min(len(beh), n_cal + guard + REST_MAX_BINS)  # at most 10 min of rest scored: memory stays bounded
     lfp, beh = lfp[: n_bins * b.chain.bin_samples], beh[:n_bins]
@@ -541,5 +699,6 @@ def calibrate(bundle_path, recording, out, *, minutes: float | None = None, fold
 
 def main_calibrate(args) -> int:
     calibrate(args.bundle, args.recording, args.out, minutes=args.minutes, folds=args.folds,
-              renormalize=args.renormalize, mapping=args.mapping, overwrite=args.overwrite)  # fmt: skip
+              renormalize=args.renormalize, mapping=args.mapping, overwrite=args.overwrite,
+              xdf_stream=args.xdf_stream, behavior_stream=args.behavior_stream)  # fmt: skip
     return 0

@@ -396,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "ridge. Prints cross-validated R² as shipped and refit, and R² on the rest of the "
                                     "recording when --minutes leaves some.")  # fmt: skip
     ca.add_argument("bundle", metavar="BUNDLE", help="the decoder bundle to calibrate")
-    ca.add_argument("recording", metavar="FILE", help="the new session: an NWB file (.nwb) or an rtdecode recording (.npz) with behaviour")
+    ca.add_argument("recording", metavar="FILE", help="the new session: an NWB file (.nwb), an XDF file from LabRecorder (.xdf: "
+                    "the LFP stream and the task's behaviour stream) or an rtdecode recording (.npz) with behaviour")  # fmt: skip
     ca.add_argument("--out", required=True, metavar="DIR", help="the calibrated bundle (a new folder)")
     ca.add_argument("--minutes", type=positive_float, metavar="MINUTES", help="calibrate on the first MINUTES of the file (default: all of it)")
     ca.add_argument("--folds", type=positive_int, default=5, metavar="N",
@@ -405,6 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also refit the chain's z-scoring on the calibration block (a new gain or impedance)")  # fmt: skip
     ca.add_argument("--mapping", metavar="TOML",
                     help="NWB: a distill config (its [data.nwb] table) or a TOML with an [nwb] table, as for training")  # fmt: skip
+    ca.add_argument("--xdf-stream", dest="xdf_stream", metavar="NAME",
+                    help="XDF: the LFP stream's name or type (default: the one of the bundle's channel count and rate)")  # fmt: skip
+    ca.add_argument("--behavior-stream", dest="behavior_stream", metavar="NAME",
+                    help="XDF: the behaviour stream's name or type (default: the one whose channel labels name the bundle's outputs)")  # fmt: skip
     ca.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     ca.set_defaults(func=cmd_calibrate)
 

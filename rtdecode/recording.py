@@ -228,42 +228,75 @@ def _xdf_field(info: dict, key: str, default=""):
     return v[0] if isinstance(v, list) and v else (default if v is None or v == [] else v)
 
 
-def _load_xdf(path: Path, kind: str, stream: str | None) -> Recording:
+def xdf_streams(path: Path, kind: str | None = None, *, synchronize_clocks: bool = False) -> list[dict]:
+    """Every stream of an XDF file, as pyxdf reads it (raw stamps: no dejittering; with
+    `synchronize_clocks`, the file's ClockOffset chunks applied, so that streams from
+    several hosts share the recorder's clock). Errors: RecordingError."""
+    kind = kind or _kind(path) or "xdf"
     _check_magic(path, kind, "an XDF file" if kind == "xdf" else "a gzip-compressed XDF file")
     try:
         import pyxdf
     except ImportError:
-        raise RecordingError(f"{path}: playing XDF files needs pyxdf: pip install 'rtdecode[replay]' (or pip install pyxdf)") from None
+        raise RecordingError(f"{path}: reading XDF files needs pyxdf: pip install 'rtdecode[replay]' (or pip install pyxdf)") from None
     try:
-        streams, _ = pyxdf.load_xdf(str(path), synchronize_clocks=False, dejitter_timestamps=False)
+        streams, _ = pyxdf.load_xdf(str(path), synchronize_clocks=synchronize_clocks, dejitter_timestamps=False)
     except Exception as e:  # pyxdf raises bare Exception/IOError/RuntimeError for malformed files
         raise RecordingError(f"{path}: not a readable XDF file ({type(e).__name__}: {e})") from None
+    return streams
 
-    def describe(s) -> str:
-        i = s["info"]
-        n = len(s["time_series"])
-        return (f"{_xdf_field(i, 'name')!r} (type {_xdf_field(i, 'type')!r}, {_xdf_field(i, 'channel_count')} ch, "
-                f"{float(_xdf_field(i, 'nominal_srate', 0) or 0):g} Hz, {_xdf_field(i, 'channel_format')}, {n} samples)")  # fmt: skip
 
-    def playable(s) -> bool:
-        i = s["info"]
-        return (_xdf_field(i, "channel_format") != "string" and float(_xdf_field(i, "nominal_srate", 0) or 0) > 0
-                and len(s["time_series"]) > 0)  # fmt: skip
+def xdf_describe(s: dict) -> str:
+    """One stream, as a listing names it: name, type, channels, rate, format, samples."""
+    i = s["info"]
+    n = len(s["time_series"])
+    return (f"{_xdf_field(i, 'name')!r} (type {_xdf_field(i, 'type')!r}, {_xdf_field(i, 'channel_count')} ch, "
+            f"{float(_xdf_field(i, 'nominal_srate', 0) or 0):g} Hz, {_xdf_field(i, 'channel_format')}, {n} samples)")  # fmt: skip
 
-    listing = "; ".join(describe(s) for s in streams) or "no streams"
+
+def xdf_regular(s: dict) -> bool:
+    """Numeric samples at a nominal rate (what can be replayed, or read as LFP)."""
+    i = s["info"]
+    return (_xdf_field(i, "channel_format") != "string" and float(_xdf_field(i, "nominal_srate", 0) or 0) > 0
+            and len(s["time_series"]) > 0)  # fmt: skip
+
+
+def xdf_select(path: Path, streams: list[dict], name: str, flag: str = "--xdf-stream") -> dict:
+    """The one stream named or typed `name`; else RecordingError with the file's listing."""
+    cands = [s for s in streams if name in (_xdf_field(s["info"], "name"), _xdf_field(s["info"], "type"))]
+    if not cands:
+        raise RecordingError(f"{path}: no stream named or typed {name!r}; the file has: "
+                             f"{'; '.join(xdf_describe(s) for s in streams) or 'no streams'}")  # fmt: skip
+    if len(cands) > 1:
+        raise RecordingError(f"{path}: {len(cands)} streams are named or typed {name!r}: "
+                             f"{'; '.join(xdf_describe(s) for s in cands)}; pass the name of one with {flag}")  # fmt: skip
+    return cands[0]
+
+
+def xdf_labels(s: dict) -> list[str] | None:
+    """The stream's channel labels (desc/channels/channel/label), None unless every channel has one."""
+    info = s["info"]
+    desc = _xdf_field(info, "desc", None)
+    try:
+        chans = desc["channels"][0]["channel"] if isinstance(desc, dict) else None
+        labels = [str(_xdf_field(c, "label")) for c in chans] if chans else None
+    except (KeyError, IndexError, TypeError):
+        labels = None
+    n = int(float(_xdf_field(info, "channel_count", 0) or 0))
+    if labels is not None and (len(labels) != n or not all(labels)):
+        labels = None
+    return labels
+
+
+def _load_xdf(path: Path, kind: str, stream: str | None) -> Recording:
+    streams = xdf_streams(path, kind)
+    listing = "; ".join(xdf_describe(s) for s in streams) or "no streams"
     if stream:
-        cands = [s for s in streams if stream in (_xdf_field(s["info"], "name"), _xdf_field(s["info"], "type"))]
-        if not cands:
-            raise RecordingError(f"{path}: no stream named or typed {stream!r}; the file has: {listing}")
-        if len(cands) > 1:
-            raise RecordingError(f"{path}: {len(cands)} streams are named or typed {stream!r}: "
-                                 f"{'; '.join(describe(s) for s in cands)}; pass the name of one with --xdf-stream")  # fmt: skip
-        s = cands[0]
-        if not playable(s):
-            raise RecordingError(f"{path}: stream {describe(s)} cannot be replayed: it needs numeric samples at a "
+        s = xdf_select(path, streams, stream)
+        if not xdf_regular(s):
+            raise RecordingError(f"{path}: stream {xdf_describe(s)} cannot be replayed: it needs numeric samples at a "
                                  "nominal rate (irregular and string streams are not played)")  # fmt: skip
     else:
-        cands = [s for s in streams if playable(s)]
+        cands = [s for s in streams if xdf_regular(s)]
         if len(cands) != 1:
             what = "no stream with numeric samples at a nominal rate" if not cands else f"{len(cands)} streams could be played"
             raise RecordingError(f"{path}: {what}; the file has: {listing}. Choose one with --xdf-stream NAME")
@@ -272,14 +305,8 @@ def _load_xdf(path: Path, kind: str, stream: str | None) -> Recording:
     data = np.asarray(s["time_series"], dtype=np.float32)
     if data.ndim == 1:
         data = data[:, None]
-    labels = None
-    desc = _xdf_field(info, "desc", None)
-    try:
-        chans = desc["channels"][0]["channel"] if isinstance(desc, dict) else None
-        labels = [str(_xdf_field(c, "label")) for c in chans] if chans else None
-    except (KeyError, IndexError, TypeError):
-        labels = None
-    if labels is not None and (len(labels) != data.shape[1] or not all(labels)):
+    labels = xdf_labels(s)
+    if labels is not None and len(labels) != data.shape[1]:
         labels = None
     meta = {"source": str(path), "format": "xdf", "stream": str(_xdf_field(info, "name")), "type": str(_xdf_field(info, "type"))}
     return Recording(data, float(_xdf_field(info, "nominal_srate")), channel_names=labels, meta=meta)

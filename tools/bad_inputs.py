@@ -141,6 +141,8 @@ CASES: list[Case] = [
     _c("calibrate-into-itself", "--out is the bundle", "calibrate {bundle} {recording} --out {bundle}", 2, "--out", "new folder"),
     _c("calibrate-folds", "--folds 1", "calibrate {bundle} {recording} --out {work}/cal3 --folds 1", 2,
        "--folds", absent="{work}/cal3"),
+    _c("calibrate-xdf-flag", "--xdf-stream on a file that is not XDF", "calibrate {bundle} {recording} --out {work}/cal4 --xdf-stream LFP", 2,
+       "--xdf-stream", "not one", absent="{work}/cal4"),
     # replay (rtdecode/replay.py, rtdecode/recording.py)
     _c("replay-missing", "file missing", "replay {work}/nope.npz", 2, "nope.npz"),
     _c("replay-folder", "a folder", "replay {work}", 2, "{work}"),

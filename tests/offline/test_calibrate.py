@@ -326,3 +326,148 @@ def test_the_readout_candidates_are_the_ridges_they_claim_to_be():
     w, b = _solve(f, y, w0, b0, ("offset", None))
     np.testing.assert_allclose(b, (y - x @ w0).mean(0), atol=1e-12)
     assert _solve(f, y, w0, b0, ("shipped", None)) == (w0, b0)
+
+
+# ------------------------------------------------------------------------------------------
+# a LabRecorder file: the raw stream and the task's kinematics, from two hosts, on one clock
+
+
+def _arrival_stamps(n: int, fs: float, t0: float, rng, jitter_s: float = 0.003) -> np.ndarray:
+    """Per-sample stamps as an acquisition program's outlet leaves them: chunks of 5-20 samples,
+    each stamped at push time (its last sample's acquisition + 0-3 ms), the earlier ones
+    back-dated by one period each (liblsl's push_chunk)."""
+    t = np.empty(n)
+    k = 0
+    while k < n:
+        m = min(int(rng.integers(5, 21)), n - k)
+        last = t0 + (k + m - 1) / fs + rng.uniform(0, jitter_s)
+        t[k : k + m] = last - (m - 1 - np.arange(m)) / fs
+        k += m
+    return t
+
+
+def _lab_xdf(path, lfp, beh, names, *, fs=1000.0, bw=0.01, drop=None, beh_rate=60.0, beh_names=None, offset_s=2.5,
+             clock_offsets=True, seed=0):  # fmt: skip
+    """An XDF file as LabRecorder writes it on a rig: the amplifier's LFP stream (arrival stamps
+    on the recorder's clock; `drop` = (sample, count) lost in transit), a marker stream, and the
+    task's kinematics at `beh_rate` from another host whose clock is `offset_s` behind (with the
+    ClockOffset chunks that bring it back, unless not `clock_offsets`). The kinematics start 0.7 s after the LFP and stop 1 s
+    before it: bins outside them have no behaviour."""
+    from tests.helpers import write_xdf
+
+    rng = np.random.default_rng(seed)
+    t0 = 5000.0
+    t_lfp = _arrival_stamps(len(lfp), fs, t0, rng)
+    keep = np.ones(len(lfp), bool)
+    if drop:
+        keep[drop[0] : drop[0] + drop[1]] = False
+    t_true = t0 + (np.arange(len(beh)) + 0.5) * bw  # the bins' centres, on the acquisition clock
+    tb = np.arange(t0 + 0.7, t_true[-1] - 1.0, 1.0 / beh_rate)
+    cols = [names.index(n) for n in (beh_names or names)]
+    bx = np.stack([np.interp(tb, t_true, beh[:, j]) for j in cols], 1)
+    tb_host = tb - offset_s + rng.uniform(0, 0.002, len(tb))  # the task host's clock, stamped at push time
+    streams = [
+        {"id": 1, "name": "Amp-LFP", "type": "LFP", "rate": fs, "fmt": "float32", "data": lfp[keep], "times": t_lfp[keep]},
+        {"id": 2, "name": "Task-Markers", "type": "Markers", "rate": 0, "fmt": "string", "data": [["start"], ["stop"]],
+         "times": [t0 + 1, t0 + 2]},
+        {"id": 3, "name": "Kinematics", "type": "Mocap", "rate": beh_rate, "fmt": "double64", "data": bx, "times": tb_host,
+         "labels": list(beh_names or names), "clock_offsets": [(t0 + 5.0 * i, offset_s) for i in range(int(len(lfp) / fs / 5) + 1)] if clock_offsets else None},
+    ]  # fmt: skip
+    return write_xdf(path, streams)
+
+
+def test_a_labrecorder_xdf_calibrates_as_the_same_block_at_the_bins_does(ridge_case, tmp_path):
+    """The same new day, as an XDF file (arrival-stamped LFP, kinematics at 60 Hz from a host
+    whose clock is 2.5 s behind, labels in another order, a marker stream beside them), and as
+    an .npz with the behaviour at the bins: the two calibrations score alike on the rest. With
+    the other host's clock taken as it is (no ClockOffset chunks) the behaviour is 2.5 s off and
+    the same calibration does not decode."""
+    bundle, _, lfp, beh, _ = ridge_case
+    names = list(bundle.output_names)
+    shuffled = [names[i] for i in (4, 2, 0, 3, 1)]
+    xdf = _lab_xdf(tmp_path / "day.xdf", lfp, beh, names, beh_names=shuffled)
+    rec = tmp_path / "day.npz"
+    Recording(lfp, 1000.0, behavior=beh, behavior_names=names, behavior_rate=100.0).save(rec)
+    said = []
+    rx = calibrate(bundle.path, xdf, tmp_path / "from_xdf", minutes=2, log=said.append)
+    rn = calibrate(bundle.path, rec, tmp_path / "from_npz", minutes=2, log=lambda *a: None)
+    assert rx["recording"]["lfp_stream"] == "Amp-LFP" and rx["recording"]["behavior_stream"] == "Kinematics"
+    assert rx["recording"]["lfp_pauses"] == 0
+    vel = [2, 3]
+    x, n = np.take(rx["rest"]["recalibrated"], vel), np.take(rn["rest"]["recalibrated"], vel)
+    assert n.mean() > 0.1, rn["rest"]
+    np.testing.assert_allclose(x, n, atol=0.03)
+    # the bins without kinematics (its first 0.7 s, its last second) are left out, not zero-filled
+    assert rx["bins"]["used"][0] >= 70 and rx["recording"]["behavior_bins"] <= len(beh) - 170
+    assert any("NaN or infinite behaviour" in str(m) for m in said)
+    # the same file without its ClockOffset chunks: the task host's stamps taken as they are, 2.5 s off
+    off = _lab_xdf(tmp_path / "off.xdf", lfp, beh, names, beh_names=shuffled, clock_offsets=False)
+    ro = calibrate(bundle.path, off, tmp_path / "from_off", minutes=2, log=lambda *a: None)
+    assert np.take(ro["rest"]["recalibrated"], vel).mean() < n.mean() - 0.1, (ro["rest"], rn["rest"])
+
+
+def test_lost_samples_in_an_xdf_keep_the_behaviour_on_its_own_time(ridge_case, tmp_path):
+    """2 s of LFP lost in transit (the recorder has nothing for them): the bins after the loss
+    get the behaviour of their own time, from the stamps, not of the sample count; the pause is
+    reported; positions alone give velocity by the backward difference over a bin."""
+    from offline.calibrate import load_calibration
+
+    bundle, _, lfp, beh, _ = ridge_case
+    names = list(bundle.output_names)
+    xdf = _lab_xdf(tmp_path / "lossy.xdf", lfp, beh, names, drop=(60_000, 2000), beh_rate=100.0)
+    said = []
+    lfp_x, beh_x, got_names, info = load_calibration(xdf, bundle, log=said.append)
+    assert info["lfp_pauses"] == 1 and any("pause 1 time" in str(m) for m in said)
+    assert len(lfp_x) == len(lfp) - 2000 - (len(lfp) - 2000) % 10
+    before, after = slice(100, 5900), slice(6000, len(beh_x) - 200)  # bins of the LFP that remained
+    err_b = np.abs(beh_x[before] - beh[before]).max(0)
+    err_a = np.abs(beh_x[after] - beh[after.start + 200 : after.stop + 200]).max(0)
+    scale = beh.std(0)
+    assert (err_b < 0.05 * scale).all() and (err_a < 0.05 * scale).all(), (err_b / scale, err_a / scale)
+    # by sample count they would be 2 s off
+    assert (np.abs(beh_x[after] - beh[after]).max(0) > 0.5 * scale).all()
+    # a tracker of positions only: velocity derived on the bin grid
+    pos = _lab_xdf(tmp_path / "pos.xdf", lfp, beh, names, beh_rate=100.0, beh_names=["x", "y", "grip"])
+    said = []
+    _, beh_p, got, _ = load_calibration(pos, bundle, log=said.append)
+    assert got == names and any("velocity derived" in str(m) for m in said)
+    ok = np.isfinite(beh_p).all(1)
+    ok[1:] &= ok[:-1]
+    vx = np.diff(beh_p[:, 0], prepend=np.nan) / bundle.chain.bin_width_s
+    np.testing.assert_allclose(beh_p[ok, 2], vx[ok], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("case,match", [
+    ("no kinematics", "no stream whose channel labels name the bundle's outputs"),
+    ("two amplifiers", "2 streams of 32 channels at 1000 Hz"),
+    ("stream not there", "no stream named or typed 'Hand'"),
+    ("xdf flag on npz", "choose the streams of an XDF file"),
+])  # fmt: skip
+def test_an_xdf_that_cannot_be_calibrated_on_is_refused_with_the_fix(ridge_case, tmp_path, case, match):
+    from tests.helpers import write_xdf
+
+    bundle, _, lfp, beh, _ = ridge_case
+    names = list(bundle.output_names)
+    n = 20_000
+    lf = {"id": 1, "name": "Amp-LFP", "type": "LFP", "rate": 1000.0, "fmt": "float32", "data": lfp[:n],
+          "times": 100 + np.arange(n) / 1000.0}  # fmt: skip
+    kin = {"id": 2, "name": "Kinematics", "type": "Mocap", "rate": 100.0, "fmt": "float32", "data": beh[: n // 10],
+           "times": 100.005 + np.arange(n // 10) / 100.0, "labels": names}  # fmt: skip
+    kw = {}
+    if case == "no kinematics":
+        path = write_xdf(tmp_path / "f.xdf", [lf, {**kin, "labels": ["a", "b", "c", "d", "e"]}])
+    elif case == "two amplifiers":
+        path = write_xdf(tmp_path / "f.xdf", [lf, {**lf, "id": 3, "name": "Amp-2"}, kin])
+    elif case == "stream not there":
+        path = write_xdf(tmp_path / "f.xdf", [lf, kin])
+        kw = {"behavior_stream": "Hand"}
+    else:
+        path = tmp_path / "f.npz"
+        Recording(lfp[:n], 1000.0, behavior=beh[: n // 10], behavior_names=names, behavior_rate=100.0).save(path)
+        kw = {"xdf_stream": "Amp-LFP"}
+    with pytest.raises(CalibrationError, match=match) as e:
+        calibrate(bundle.path, path, tmp_path / "out", log=lambda *a: None, **kw)
+    assert not (tmp_path / "out").exists()
+    if case != "xdf flag on npz":
+        assert "Amp-LFP" in str(e.value) and ("--behavior-stream" in str(e.value) or "--xdf-stream" in str(e.value)
+                                                 or "the file has" in str(e.value))  # fmt: skip
