@@ -173,9 +173,10 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    # which decoder goes into the bundle: "best" (the highest validation R² of the three below),
+    # which decoder goes into the bundle: "best" (the highest validation R² of the four below),
     # "distilled" (the distilled student, see `model`), "lfp_only" (the multi-session LFP-only
-    # model, fine-tuned) or "ridge" (the lagged ridge on the LFP features, of `session`)
+    # model, fine-tuned), "ridge" (the lagged ridge on the LFP features, of `session`) or
+    # "ridge_pooled" (the lagged ridge on the LFP features of every training session at once)
     choose: str = "best"
     # the outputs "best" is scored on (names, e.g. ["vx", "vy", "grip"]): the ones the experiment uses;
     # empty: every output (a position that no decoder predicts can dominate the mean otherwise)
@@ -223,8 +224,9 @@ class DistillRunConfig:
             raise ValueError(f"export.model must be 'distilled_sup' or 'distilled', got {self.export.model!r}")
         if self.export.choose_by not in ("own", "transfer"):
             raise ValueError(f"export.choose_by must be 'own' or 'transfer', got {self.export.choose_by!r}")
-        if self.export.choose not in ("best", "distilled", "lfp_only", "ridge"):
-            raise ValueError(f"export.choose must be 'best', 'distilled', 'lfp_only' or 'ridge', got {self.export.choose!r}")
+        if self.export.choose not in ("best", "distilled", "lfp_only", "ridge", "ridge_pooled"):
+            raise ValueError("export.choose must be 'best', 'distilled', 'lfp_only', 'ridge' or 'ridge_pooled', "
+                             f"got {self.export.choose!r}")  # fmt: skip
 
     @property
     def student_cfg(self) -> StudentConfig:

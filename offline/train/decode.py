@@ -139,3 +139,106 @@ def lagged_features(features: np.ndarray, idx: np.ndarray, window: int) -> np.nd
     from .windows import sliding_windows
 
     return sliding_windows(features, idx, window).reshape(len(idx), -1)
+
+
+@dataclass
+class PooledRidge:
+    """A ridge fit on every training session at once (`fit_pooled_ridge`)."""
+
+    ridge: Ridge  # refit on every session's fit + validation rows with `alphas`
+    alphas: np.ndarray  # (n_out,) relative penalties, chosen on the sessions' validation blocks
+    val_r2: np.ndarray  # (n_sessions, n_out): each session's validation block, from the fit-block ridge
+    loso_val_r2: np.ndarray  # (n_sessions, n_out): each session's validation block, from a ridge fit on
+    #                          the OTHER sessions' fit + validation rows (leave one session out)
+
+
+class _Stats:
+    """Sufficient statistics of a ridge fit (float64): row count, sums, cross-products."""
+
+    def __init__(self, d: int, n_out: int):
+        self.n, self.sx, self.sy = 0, np.zeros(d), np.zeros(n_out)
+        self.xx, self.xy = np.zeros((d, d)), np.zeros((d, n_out))
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> "_Stats":
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        self.n += len(x)
+        self.sx += x.sum(0)
+        self.sy += y.sum(0)
+        self.xx += x.T @ x
+        self.xy += x.T @ y
+        return self
+
+    def __iadd__(self, o: "_Stats") -> "_Stats":
+        self.n += o.n
+        self.sx += o.sx
+        self.sy += o.sy
+        self.xx += o.xx
+        self.xy += o.xy
+        return self
+
+    def __sub__(self, o: "_Stats") -> "_Stats":
+        out = _Stats(len(self.sx), len(self.sy))
+        out.n, out.sx, out.sy, out.xx, out.xy = self.n - o.n, self.sx - o.sx, self.sy - o.sy, self.xx - o.xx, self.xy - o.xy
+        return out
+
+    def centred(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(gram, cross, x mean, y mean) of the rows about their means."""
+        xm, ym = self.sx / self.n, self.sy / self.n
+        return self.xx - self.n * np.outer(xm, xm), self.xy - self.n * np.outer(xm, ym), xm, ym
+
+    def solve(self, alphas: np.ndarray) -> Ridge:
+        """`fit_ridge_alphas` of the rows these statistics hold (the same penalty scaling)."""
+        gram, cross, xm, ym = self.centred()
+        d = gram.shape[0]
+        lam0 = np.trace(gram) / d
+        w = np.zeros((d, len(ym)))
+        for al in np.unique(alphas):
+            cols = alphas == al
+            w[:, cols] = np.linalg.solve(gram + al * lam0 * np.eye(d), cross[:, cols])
+        return Ridge(w.astype(np.float32), (ym - xm @ w).astype(np.float32))
+
+
+def fit_pooled_ridge(blocks, n_sessions: int, alphas) -> PooledRidge:
+    """One ridge for every session: fit on the pooled fit blocks, its penalty chosen per output
+    by the mean over the sessions of their validation R² (never a test block), then refit on
+    every session's fit + validation rows. `blocks(j)` returns session j's (x_fit, y_fit,
+    x_val, y_val), built once each (the rows of one session at a time are in memory, with
+    every session's validation rows). The leave-one-session-out figures (`loso_val_r2`) are what
+    the pooled ridge does on a session it never saw, as on a new day: each is fit on the other
+    sessions' rows with the chosen penalty (the penalty itself was chosen with that session's
+    validation block among the others'). Equal to `fit_ridge_alphas` on the concatenated rows."""
+    grid = np.asarray(alphas, np.float64).ravel()
+    fit = both = None
+    per: list[_Stats] = []
+    val: list[tuple[np.ndarray, np.ndarray]] = []
+    for j in range(n_sessions):
+        xf, yf, xv, yv = blocks(j)
+        if fit is None:
+            fit, both = _Stats(xf.shape[1], yf.shape[1]), _Stats(xf.shape[1], yf.shape[1])
+        f = _Stats(xf.shape[1], yf.shape[1]).add(xf, yf)
+        fit += f
+        s = f.add(xv, yv)  # this session's fit + validation rows
+        both += s
+        per.append(s)
+        val.append((np.asarray(xv, np.float32), np.asarray(yv, np.float64)))
+    gram, cross, xm, ym = fit.centred()
+    d = gram.shape[0]
+    evals, evecs = np.linalg.eigh(gram)
+    evals = np.clip(evals, 0.0, None)
+    proj = evecs.T @ cross
+    score = np.zeros((len(grid), n_sessions, len(ym)))
+    for j, (xv, yv) in enumerate(val):
+        z = (xv.astype(np.float64) - xm) @ evecs
+        base = ((yv - yv.mean(0)) ** 2).sum(0) + 1e-12
+        for a, al in enumerate(grid):
+            pred = z @ (proj / (evals + al * evals.sum() / d + 1e-12)[:, None]) + ym
+            score[a, j] = 1.0 - ((yv - pred) ** 2).sum(0) / base
+    best = score.mean(1).argmax(0)  # (n_out,)
+    chosen = grid[best]
+    val_r2 = score[best, :, np.arange(len(ym))].T  # (n_sessions, n_out)
+    loso = np.full((n_sessions, len(ym)), np.nan)
+    if n_sessions > 1:
+        for j, (xv, yv) in enumerate(val):
+            r = (both - per[j]).solve(chosen)
+            loso[j] = r2_score(yv, r.predict(xv))
+    return PooledRidge(both.solve(chosen), chosen, val_r2, loso)

@@ -84,7 +84,7 @@ def choose_decoder(rows: list[dict], choose: str, candidates: dict[str, str], n_
     idx = [list(names).index(o) for o in outputs] if outputs else None
     own = {k: val_score(rows, m, idx) for k, m in candidates.items()}
     own = {k: v for k, v in own.items() if v is not None}
-    transfer = {k: float(v) for k, v in (transfer or {}).items() if v is not None}
+    transfer = {k: float(v) for k, v in (transfer or {}).items() if v is not None and k in candidates}
     if by == "transfer" and not transfer:
         raise ValueError("export.choose_by = \"transfer\" needs at least 2 training sessions (the candidates are scored "
                          "as shipped on the training sessions other than export.session); use choose_by = \"own\"")  # fmt: skip
@@ -102,11 +102,13 @@ def choose_decoder(rows: list[dict], choose: str, candidates: dict[str, str], n_
     out = {"choose": choose, "by": by, "chosen": chosen, "row": candidates[chosen], "val_r2": val, "runner_up": runner,
            "margin": None if runner is None else val[chosen] - val[runner], "n_sessions": n_sessions,
            "outputs": list(outputs) if outputs else "all", "val_r2_own": own, "val_r2_transfer": transfer or None}  # fmt: skip
-    ridge = val.get("ridge")
-    out["below_ridge"] = bool(ridge is not None and chosen != "ridge" and val[chosen] < ridge)
+    ridges = {k: val[k] for k in ("ridge", "ridge_pooled") if k in val}  # the lagged ridges on LFP features
+    top = max(ridges, key=lambda k: ridges[k]) if ridges else None
+    ridge = ridges.get(top)
+    out["below_ridge"] = bool(top is not None and chosen not in ridges and val[chosen] < ridge)
     out["warning"] = (f"the exported decoder ({chosen}, validation R² {val[chosen]:.3f}) is below the lagged ridge on LFP "
-                      f"features ({ridge:.3f}) on validation: export.choose = {choose!r} forced it; set export.choose = "
-                      "\"best\" (or \"ridge\") to ship the better decoder") if out["below_ridge"] else None  # fmt: skip
+                      f"features ({top}, {ridge:.3f}) on validation: export.choose = {choose!r} forced it; set export.choose = "
+                      f"\"best\" (or \"{top}\") to ship the better decoder") if out["below_ridge"] else None  # fmt: skip
     return out
 
 

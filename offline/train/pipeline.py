@@ -40,7 +40,7 @@ from .baselines import train_lfp_only
 from .checkpoint import Checkpoints
 from .config import DistillRunConfig, load_config
 from .ddp import Dist, init_distributed, progress, run_stage
-from .decode import Ridge, fit_ridge, fit_ridge_alphas, fit_ridge_val, lagged_features
+from .decode import PooledRidge, Ridge, fit_pooled_ridge, fit_ridge, fit_ridge_alphas, fit_ridge_val, lagged_features
 from .distill import StudentObjective, fit_new_embedding, standardize_targets, student_latents, validator
 from ..analysis.stats import StatsConfig, block_stats, paired_summary, stats_markdown
 from .evaluate import choose_decoder, summarize, write_report
@@ -59,11 +59,13 @@ LABELS = {
     "lfp_multi_unsup_1bin": "LFP-only multi-session, unsupervised (ridge on one bin)",
     "lfp_single": "LFP-only single-session",
     "ridge_lfp": "lagged ridge on LFP features",
+    "ridge_pooled": "lagged ridge on LFP features, one for every training session",
 }
 COMPARISONS = [("distilled", "lfp_multi_unsup"), ("distilled", "lfp_multi"), ("distilled", "lfp_single"), ("distilled_sup", "lfp_multi"),
                ("distilled_sup", "lfp_single"), ("distilled", "ridge_lfp"), ("teacher_1bin", "ridge_spikes")]  # fmt: skip
 # exported-decoder candidates (export.choose) -> the evaluation row that stands for it
-CHOICES = {"distilled": None, "lfp_only": "lfp_multi", "ridge": "ridge_lfp"}  # distilled: export.model's row
+CHOICES = {"distilled": None, "lfp_only": "lfp_multi", "ridge": "ridge_lfp", "ridge_pooled": "ridge_pooled"}  # distilled: export.model's row
+RIDGES = ("ridge", "ridge_pooled")  # the candidates that export as a lagged ridge (no student)
 
 
 def lags(cfg) -> int:
@@ -384,12 +386,42 @@ def _spike_rows(split, sess, cfg) -> dict:
     return _ridge_rows("ridge_spikes", split, sess, np.sqrt(sess.spikes), cfg)
 
 
+def pooled_ridge(cfg, data, n_train: int) -> PooledRidge:
+    """The lagged ridge on the LFP features of every training session at once (the same lags,
+    fit bins, penalty grid and validation rule as `_ridge_decoder`, the penalty chosen by the
+    sessions' mean validation R²): the linear counterpart of the multi-session students, which
+    also learn from every training session. Its leave-one-session-out validation figures are
+    an unbiased estimate of what it does on a day it never saw."""
+    n = lags(cfg)
+
+    def blocks(j):
+        s = data[j]
+        fi, vi = _fit_idx(s, cfg.eval.fit_stride, cfg.window_bins), _val_idx(s)
+        return lagged_features(s.features, fi, n), s.behavior[fi], lagged_features(s.features, vi, n), s.behavior[vi]
+
+    alpha = cfg.eval.ridge_alpha
+    return fit_pooled_ridge(blocks, n_train, alpha if np.ndim(alpha) else [float(alpha)])
+
+
+def pooled_rows(cfg, data, n_train: int, pr: PooledRidge) -> list[dict]:
+    """The pooled ridge's held-out-time rows (each training session's test block, scored only),
+    with its validation R² and, as "val_r2_loso", the same block from a ridge that never saw the session."""
+    rows = []
+    for j in range(n_train):
+        s, te = data[j], _test_idx(data[j])
+        pred = pr.ridge.predict(lagged_features(s.features, te, lags(cfg)))
+        rows.append({"model": "ridge_pooled", "split": "held_out_time", "session": s.session_id,
+                     "r2": r2_score(s.behavior[te], pred).tolist(), "val_r2": pr.val_r2[j].tolist(),
+                     "val_r2_loso": pr.loso_val_r2[j].tolist(), "blocks": block_stats(s.behavior[te], pred), "_i": j})  # fmt: skip
+    return rows
+
+
 def _unsup_rows(name, split, sess, lat, cfg) -> list[dict]:
     """A frozen-latent readout with the baselines' lags, and the single-bin figure beside it."""
     return [_ridge_rows(name, split, sess, lat, cfg), _ridge_rows(f"{name}_1bin", split, sess, lat, cfg, 1)]
 
 
-_ROW_ORDER = ("ridge_lfp", "ridge_spikes", "lfp_single", "teacher", "distilled", "distilled_sup", "lfp_multi", "lfp_multi_unsup")
+_ROW_ORDER = ("ridge_lfp", "ridge_pooled", "ridge_spikes", "lfp_single", "teacher", "distilled", "distilled_sup", "lfp_multi", "lfp_multi_unsup")
 _SPLIT_ORDER = ("held_out_time", "held_out_sessions_zero_shot", "held_out_sessions_new_embedding")
 
 
@@ -507,9 +539,12 @@ def _real_units(head: BehaviorHead, sess: SessionData) -> BehaviorHead:
 
 def _exported(cfg, data, models, chosen: str):
     """(student, head, session embedding) of the chosen decoder; for "ridge", (None, the lagged
-    ridge on the export session's features, None)."""
+    ridge on the export session's features, None); for "ridge_pooled", (None, the ridge of every
+    training session, None)."""
     e = cfg.export.session
     s = data[e]
+    if chosen == "ridge_pooled":
+        return None, models["ridge_pooled"].ridge, None
     if chosen == "ridge":
         return None, _ridge_decoder(s, s.features, cfg, lags(cfg))[0], None
     if chosen == "lfp_only":
@@ -538,16 +573,26 @@ def _shipped(cfg, data, models, chosen: str):
     return predict
 
 
+def _trained(cfg, models, candidates) -> list[str]:
+    """The candidates this run has a model for (a config can leave a student out)."""
+    need = {"ridge": None, "ridge_pooled": "ridge_pooled", "lfp_only": "multi",
+            "distilled": "sup" if cfg.export.model == "distilled_sup" else "distilled"}  # fmt: skip
+    return [k for k in candidates if k in need and (need[k] is None or models.get(need[k]) is not None)]
+
+
 def shipped_scores(cfg, data, n_train: int, models, candidates, idx: list[int] | None) -> dict:
     """Validation R² of each candidate as shipped (`_shipped`) on the training sessions other
     than export.session (mean over the outputs `idx`, then over those sessions): what
     export.choose_by = "transfer" compares. {} with a single training session. Reads only
-    validation blocks."""
+    validation blocks. The pooled ridge was fit on those sessions too: its figure on each is that
+    of a ridge fit on the other training sessions (`PooledRidge.loso_val_r2`), so it is not
+    flattered as the multi-session students' figures are."""
     others = [j for j in range(n_train) if j != cfg.export.session]
     out = {}
-    need = {"ridge": None, "lfp_only": "multi", "distilled": "sup" if cfg.export.model == "distilled_sup" else "distilled"}
-    for k in candidates if others else ():
-        if k not in need or (need[k] is not None and models.get(need[k]) is None):  # a candidate this run did not train
+    for k in _trained(cfg, models, candidates) if others else ():
+        if k == "ridge_pooled":  # it was fit on every training session: leave the scored one out
+            loso = models["ridge_pooled"].loso_val_r2
+            out[k] = round(float(np.mean([np.mean(loso[j] if idx is None else loso[j][idx]) for j in others])), 6)
             continue
         f = _shipped(cfg, data, models, k)
         per = []
@@ -572,15 +617,33 @@ def shipped_rows(cfg, data, n_train: int, models, chosen: str) -> list[dict]:
     return rows
 
 
-def shipped_markdown(rows: list[dict], names: list[str], choice: dict, idx: list[int] | None) -> tuple[str, str | None]:
+def shipped_unseen(cfg, data, n_train: int, models, candidates, idx: list[int] | None) -> dict:
+    """Every candidate as shipped on the unseen sessions' test blocks: mean R² (outputs `idx`,
+    then sessions). Scored only, after the choice: what each would have given on new days."""
+    out = {}
+    for k in _trained(cfg, models, candidates) if len(data) > n_train else ():
+        f = _shipped(cfg, data, models, k)
+        per = []
+        for s in data[n_train:]:
+            te = _test_idx(s)
+            r2 = r2_score(s.behavior[te], f(s, te))
+            per.append(float(np.mean(r2 if idx is None else r2[idx])))
+        out[k] = round(float(np.mean(per)), 6)
+    return out
+
+
+def shipped_markdown(rows: list[dict], names: list[str], choice: dict, idx: list[int] | None,
+                     unseen_all: dict | None = None) -> tuple[str, str | None]:  # fmt: skip
     """The report's table of the exported decoder as shipped, and a warning when it does not
     carry over to the unseen sessions (their mean R² on the chosen outputs below half its
-    validation figure, or not positive)."""
+    validation figure, or not positive). `unseen_all`: every candidate's mean there (`shipped_unseen`)."""
     pick = (lambda r: r) if idx is None else (lambda r: [r[k] for k in idx])
+    pooled = choice["chosen"] == "ridge_pooled"
+    whose = ("its one readout for every training session" if pooled else
+             f"export session {next((r['session'] for r in rows if r['role'] == 'export'), '?')}'s "
+             + ("readout" if choice["chosen"] == "ridge" else "readout and session embedding"))  # fmt: skip
     lines = ["", "### The exported decoder as shipped (no refit)", "",
-             f"**{choice['chosen']}** with export session {next((r['session'] for r in rows if r['role'] == 'export'), '?')}'s "
-             + ("readout" if choice["chosen"] == "ridge" else "readout and session embedding")
-             + ", on every session's test block, as `rtdecode run` decodes a new day: nothing "
+             f"**{choice['chosen']}** with {whose}, on every session's test block, as `rtdecode run` decodes a new day: nothing "
              "refit. (The 'zero-shot' rows above refit every readout on the unseen session's training time, as in the "
              "paper: they are what a lab gets after a calibration block, these what it gets without one.)", "",
              "| session | role | " + " | ".join(names) + " | mean |", "|---|---|" + "---|" * (len(names) + 1)]  # fmt: skip
@@ -594,9 +657,13 @@ def shipped_markdown(rows: list[dict], names: list[str], choice: dict, idx: list
         what = "all outputs" if idx is None else ", ".join(names[k] for k in idx)
         lines += ["", f"Mean over the {len(unseen)} unseen session{'s' if len(unseen) > 1 else ''} ({what}): **{m:.3f}**"
                   + (f"; its validation figure with each session's own readout: {own:.3f}." if own is not None else ".")]  # fmt: skip
+        if unseen_all:
+            lines.append("Every candidate as shipped there (scored after the choice, not used for it): "
+                         + ", ".join(f"{k} {v:.3f}" for k, v in sorted(unseen_all.items(), key=lambda kv: -kv[1])) + ".")  # fmt: skip
         if own is not None and (m <= 0 or m < 0.5 * own):
-            warn = (f"the exported decoder ({choice['chosen']}) reaches R² {m:.3f} on the unseen sessions as shipped (its export "
-                    f"session's readout, no refit), against {own:.3f} on validation with each session's own readout: it keeps "
+            warn = (f"the exported decoder ({choice['chosen']}) reaches R² {m:.3f} on the unseen sessions as shipped ("
+                    + ("its readout" if pooled else "its export session's readout")
+                    + f", no refit), against {own:.3f} on validation with each session's own readout: it keeps "
                     "less than half of that on new days as it is. On a new day, refit its readout on a few minutes "
                     "recorded with behaviour: rtdecode calibrate BUNDLE FILE --out NEW --minutes 2"
                     + ("; export.choose_by = \"transfer\" ships the candidate that carries over best"
@@ -685,8 +752,10 @@ def _stage_worker(part: str, cfg, data, n_train: int, nb: int, root: str, which:
         tick = _Ticks(say=" 2nd process")
         models = _baseline_side(cfg, data, n_train, nb, ckpt, Dist(), tick)
         rows = evaluate_all(cfg, data, n_train, models, bar=False, part="baselines")
+        pr = pooled_ridge(cfg, data, n_train)
+        rows += pooled_rows(cfg, data, n_train, pr)
         tick("evaluate (baselines)")
-        return tick.times, rows
+        return tick.times, rows, pr
     missing = [st for st in ("teacher", "distill", "distill_sup") if not ckpt.has(st)]
     if missing:  # evaluate only what the run trained: never retrain here
         raise RuntimeError(f"{root}: stages {missing} are not finished; the evaluation worker only loads")
@@ -827,15 +896,18 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
             futs = [pool.submit(_stage_worker, "evaluate", cfg, data, n_train, nb, str(ckpt.root), w) for w in theirs]
             rows = evaluate_all(cfg, data, n_train, models, which=mine, part="teacher") + [r for f in futs for r in f.result()]
             tick("evaluate (teacher-side models)")
-            side_times, side_rows = side.result()
+            side_times, side_rows, pr = side.result()
             times.update({f"{k} (2nd process)": v for k, v in side_times.items()})
             rows += side_rows
             loader = Checkpoints(ckpt.root, resume=True, every=cfg.checkpoint_every)  # the baselines it wrote
-            models.update(_baseline_side(cfg, data, n_train, nb, loader, dd))
+            models.update(_baseline_side(cfg, data, n_train, nb, loader, dd), ridge_pooled=pr)
             tick("baselines (waiting for the 2nd process)")
         else:
             models = {**_teacher_side(cfg, data, n_train, nb, ckpt, dd, tick), **_baseline_side(cfg, data, n_train, nb, ckpt, dd, tick)}
             rows = evaluate_all(cfg, data, n_train, models) if dd.main else None
+            if dd.main:
+                models["ridge_pooled"] = pooled_ridge(cfg, data, n_train)
+                rows += pooled_rows(cfg, data, n_train, models["ridge_pooled"])
             tick("evaluate")
         if rows is not None:
             rows.sort(key=row_order)  # session, model, split: the same list from one process or several
@@ -868,12 +940,13 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
         choice = choose_decoder(rows, cfg.export.choose, cands, n_train, outputs=list(cfg.export.choose_outputs),
                                 names=names, transfer=transfer, by=cfg.export.choose_by)  # fmt: skip
         shipped = shipped_rows(cfg, data, n_train, models, choice["chosen"])
-        shipped_md, choice["transfer_warning"] = shipped_markdown(shipped, names, choice, out_idx)
+        choice["shipped_unseen"] = shipped_unseen(cfg, data, n_train, models, cands, out_idx) or None
+        shipped_md, choice["transfer_warning"] = shipped_markdown(shipped, names, choice, out_idx, choice["shipped_unseen"])
         choice["shipped"] = shipped
         summary["export_choice"] = choice
         objectives = {k: models.get(f"{k}_objective") for k in ("distilled", "lfp_only")}
         summary["objective_choice"] = objectives if any(objectives.values()) else None
-        summary["paired"] = paired_summary(rows, COMPARISONS + [("best_lfp", "ridge_lfp")], subsets,
+        summary["paired"] = paired_summary(rows, COMPARISONS + [("best_lfp", "ridge_lfp"), ("best_lfp", "ridge_pooled")], subsets,
                                            StatsConfig(seed=cfg.seed))  # CIs and n beside every p (offline.analysis.stats)
         report = write_report(summary, out / "report", LABELS)
         with open(report["markdown"], "a") as fh:
@@ -902,7 +975,7 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
                       channel_names=[str(c) for c in s0.channel_ids] if getattr(s0, "channel_ids", None) is not None else None,
                       extra_files={"report/metrics.md": report["markdown"], "report/metrics.json": report["json"],
                                    "report/r2.png": report["figure"]})  # fmt: skip
-        if choice["chosen"] == "ridge":
+        if choice["chosen"] in RIDGES:
             from ..linear import export_ridge_bundle
 
             bundle = export_ridge_bundle(bundle_path, head, chain, lags(cfg), list(s0.behavior_names), **common)

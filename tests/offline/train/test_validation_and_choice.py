@@ -219,16 +219,18 @@ def test_the_bundle_holds_the_decoder_the_config_chooses(tmp_path, monkeypatch, 
     c = rep["export_choice"]
     rows = rep["rows"]
     val = {k: np.mean([np.mean(r["val_r2"]) for r in rows if r["model"] == m and r["split"] == "held_out_time"])
-           for k, m in (("distilled", "distilled_sup"), ("lfp_only", "lfp_multi"), ("ridge", "ridge_lfp"))}  # fmt: skip
+           for k, m in (("distilled", "distilled_sup"), ("lfp_only", "lfp_multi"), ("ridge", "ridge_lfp"),
+                        ("ridge_pooled", "ridge_pooled"))}  # fmt: skip
     assert c["chosen"] == max(val, key=val.get) and c["val_r2"] == pytest.approx(val)
     b = load_bundle(path)
     assert b.provenance["decoder_choice"]["chosen"] == c["chosen"]
     md = (path / "report" / "metrics.md").read_text()
     assert "### Exported decoder" in md and f"**{c['chosen']}**" in md and "Margin over the runner-up" in md
-    if c["chosen"] == "ridge":  # the ridge graph, decoding exactly as the offline ridge
+    if c["chosen"] in pl.RIDGES:  # the ridge graph, decoding exactly as the offline ridge
         cfg_ = pl.load_config(cfg)
-        _, data, _ = pl.prepare(sessions, cfg_)
-        r = pl._ridge_decoder(data[0], data[0].features, cfg_, pl.lags(cfg_))[0]
+        _, data, n_train = pl.prepare(sessions, cfg_)
+        r = (pl._ridge_decoder(data[0], data[0].features, cfg_, pl.lags(cfg_))[0] if c["chosen"] == "ridge"
+             else pl.pooled_ridge(cfg_, data, n_train).ridge)  # fmt: skip
         assert b.model.kind == "window" and b.model.window_bins == pl.lags(cfg_)
         want = r.predict(lagged_features(data[0].features, np.arange(data[0].n_bins), pl.lags(cfg_)))
         np.testing.assert_allclose(decode_recording(b, sessions[0].lfp), want, rtol=1e-4, atol=1e-4)
@@ -242,9 +244,17 @@ def test_the_bundle_holds_the_decoder_the_config_chooses(tmp_path, monkeypatch, 
         got = r2_score(d.behavior[te], decode_recording(b, s.lfp)[te])
         np.testing.assert_allclose(r["r2"], got, atol=2e-3)
     assert "### The exported decoder as shipped (no refit)" in md and "Mean over the" in md
-    assert set(c["val_r2_transfer"]) == {"distilled", "lfp_only", "ridge"} and c["by"] == "own"
+    assert set(c["val_r2_transfer"]) == {"distilled", "lfp_only", "ridge", "ridge_pooled"} and c["by"] == "own"
+    assert set(c["shipped_unseen"]) == set(c["val_r2_transfer"]) and "Every candidate as shipped there" in md
+    # the pooled ridge's transfer figure is its leave-one-session-out one (never the session it was fit on)
+    loso = [np.mean(r["val_r2_loso"]) for r in rows if r["model"] == "ridge_pooled"][1:]  # export session 0 left out
+    assert c["val_r2_transfer"]["ridge_pooled"] == pytest.approx(np.mean(loso), abs=1e-5)
+    if c["chosen"] in c["shipped_unseen"]:  # the chosen one's unseen figure is the shipped table's
+        unseen = [np.mean(r["r2"]) for r in c["shipped"] if r["role"] == "unseen"]
+        assert c["shipped_unseen"][c["chosen"]] == pytest.approx(np.mean(unseen), abs=1e-5)
     # choose_by = "transfer": the candidate that carries over best to the other training sessions
-    t = choose_decoder(rows, "best", {"distilled": "distilled_sup", "lfp_only": "lfp_multi", "ridge": "ridge_lfp"},
+    t = choose_decoder(rows, "best", {"distilled": "distilled_sup", "lfp_only": "lfp_multi", "ridge": "ridge_lfp",
+                                      "ridge_pooled": "ridge_pooled"},
                        transfer=c["val_r2_transfer"], by="transfer")  # fmt: skip
     assert t["chosen"] == max(c["val_r2_transfer"], key=c["val_r2_transfer"].get) and t["val_r2"] == c["val_r2_transfer"]
     with pytest.raises(ValueError, match="at least 2 training sessions"):
@@ -273,11 +283,42 @@ def test_the_bundle_holds_the_decoder_the_config_chooses(tmp_path, monkeypatch, 
     b2 = load_bundle(tmp_path / "forced" / "bundle")
     assert fc["chosen"] == "lfp_only" and b2.provenance["decoder_choice"]["chosen"] == "lfp_only"
     assert b2.model.kind == "window" and b2.provenance["export"]["session_embedding"] == 0
-    below = fc["val_r2"]["lfp_only"] < fc["val_r2"]["ridge"]
+    below = fc["val_r2"]["lfp_only"] < max(fc["val_r2"]["ridge"], fc["val_r2"]["ridge_pooled"])
     assert fc["below_ridge"] == below
     warned = [ln for ln in outlines if ln.startswith("WARNING: ")]
     assert any("is below the lagged ridge" in ln for ln in warned) == below
     assert any("less than half of that on new days" in ln for ln in warned) == (fc["transfer_warning"] is not None)
+
+
+def test_the_pooled_ridge_ships_as_one_lagged_ridge_for_every_day(tmp_path):
+    """export.choose = "ridge_pooled": the bundle is the lagged ridge fit on every training
+    session's training time at once, and decodes every session (unseen ones too) exactly as
+    the offline pooled ridge; the report has its held-out-time rows and says whose readout it is."""
+    import offline.train.pipeline as pl
+    from offline.train.decode import lagged_features
+    from rtdecode.batch import decode_recording
+    from rtdecode.bundle import load_bundle
+
+    sessions = tiny_sessions(n_bins=900)
+    cfg = tiny_cfg("window", eval={"single_session": False, "new_embedding_steps": 1, "fit_stride": 3},
+                   export={"choose": "ridge_pooled"})  # fmt: skip
+    path = pl.run_distill(cfg, tmp_path / "pooled", sessions=sessions)
+    rep = json.loads((tmp_path / "pooled" / "report" / "metrics.json").read_text())
+    b = load_bundle(path)
+    assert rep["export_choice"]["chosen"] == b.provenance["decoder_choice"]["chosen"] == "ridge_pooled"
+    cfg_ = pl.load_config(cfg)
+    _, data, n_train = pl.prepare(sessions, cfg_)
+    pooled = [r for r in rep["rows"] if r["model"] == "ridge_pooled"]
+    assert [r["split"] for r in pooled] == ["held_out_time"] * n_train and all(len(r["val_r2_loso"]) == 2 for r in pooled)
+    r = pl.pooled_ridge(cfg_, data, n_train).ridge
+    assert b.model.kind == "window" and b.model.window_bins == pl.lags(cfg_)
+    for s, d in zip(sessions, data):
+        want = r.predict(lagged_features(d.features, np.arange(d.n_bins), pl.lags(cfg_)))
+        np.testing.assert_allclose(decode_recording(b, s.lfp), want, rtol=1e-4, atol=1e-4)
+    single = pl._ridge_decoder(data[0], data[0].features, cfg_, pl.lags(cfg_))[0]
+    assert not np.allclose(single.w, r.w, atol=1e-3)  # not the export session's own ridge
+    md = (path / "report" / "metrics.md").read_text()
+    assert "**ridge_pooled** with its one readout for every training session" in md
 
 
 def test_choose_masking_keeps_each_students_better_pretraining_on_validation(tmp_path, monkeypatch):
