@@ -15,7 +15,9 @@ session's own readout, as shipped on the other training sessions (the export ses
 the pooled ridge left-one-session-out), and as shipped on the unseen sessions' test blocks (no
 refit: what `rtdecode run` decodes on a new day), beside the per-session ridge refit on each
 unseen session (the report's "zero-shot" row of the ridge). These are the figures a full run
-of the config reports for these two rows (no model is trained here).
+of the config reports for these two rows (no model is trained here). `--per-session-norm` is
+an experiment the product does not run: every session's features z-scored on its own training
+time (no behaviour used), as a new day's rest block could give them.
 """
 
 from __future__ import annotations
@@ -38,11 +40,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("config", help="an rtdecode distill TOML config")
     ap.add_argument("--outputs", default=None, help="comma-separated output names (default: vx,vy,grip present)")
+    ap.add_argument("--per-session-norm", action="store_true",
+                    help="an experiment, not what the product does: z-score each session's features (training and "
+                         "unseen alike) on its own training time, no behaviour used, before every fit and score")
     a = ap.parse_args()
     t0 = time.perf_counter()
     cfg = pl.load_config(a.config)
     sessions = pl.load_sessions(cfg)
     _, data, n_train = pl.prepare(sessions, cfg)
+    if a.per_session_norm:  # each session on its own unlabelled training time, as a new day could be
+        for d in data:
+            m, sd = d.features[d.train].mean(0), d.features[d.train].std(0)
+            d.features = ((d.features - m) / np.maximum(sd, 1e-6)).astype(d.features.dtype)
     names = list(sessions[0].behavior_names)
     want = a.outputs.split(",") if a.outputs else [n for n in ("vx", "vy", "grip") if n in names] or names
     idx = [names.index(n) for n in want]
@@ -83,8 +92,9 @@ def main() -> int:
         },
     }
     cols = list(rows["ridge_lfp"])
+    norm = "each session z-scored on its own training time" if a.per_session_norm else "the bundle's normalisation"
     print(f"{a.config}: {n_train} training + {len(unseen)} unseen sessions, outputs {', '.join(want)}, "
-          f"{n} lags; {time.perf_counter() - t0:.0f} s\n")
+          f"{n} lags, features: {norm}; {time.perf_counter() - t0:.0f} s\n")
     print("| decoder | " + " | ".join(cols) + " |")
     print("|---|" + "---|" * len(cols))
     for k, r in rows.items():

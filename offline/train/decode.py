@@ -199,14 +199,19 @@ class _Stats:
 
 
 def fit_pooled_ridge(blocks, n_sessions: int, alphas) -> PooledRidge:
-    """One ridge for every session: fit on the pooled fit blocks, its penalty chosen per output
-    by the mean over the sessions of their validation R² (never a test block), then refit on
-    every session's fit + validation rows. `blocks(j)` returns session j's (x_fit, y_fit,
-    x_val, y_val), built once each (the rows of one session at a time are in memory, with
-    every session's validation rows). The leave-one-session-out figures (`loso_val_r2`) are what
-    the pooled ridge does on a session it never saw, as on a new day: each is fit on the other
-    sessions' rows with the chosen penalty (the penalty itself was chosen with that session's
-    validation block among the others'). Equal to `fit_ridge_alphas` on the concatenated rows."""
+    """One ridge for every session, shipped to days it never saw, so its penalty is chosen per
+    output for that: by the mean over the sessions of their leave-one-session-out validation R²
+    (session j's validation block scored by the ridge fit on every other session's fit +
+    validation rows; never a test block). It is then refit on every session's fit + validation
+    rows. `blocks(j)` returns session j's (x_fit, y_fit, x_val, y_val), built once each (one
+    session's rows at a time are in memory, with every session's validation rows).
+    `loso_val_r2` holds those left-out figures at the chosen penalty: what the pooled ridge does
+    on a session it never saw, with one choice among the grid made on them. `val_r2` is the
+    in-session figure beside it: the ridge fit on the pooled fit blocks, at the same penalty, on
+    each session's validation block. With one session the penalty is chosen on that (there is
+    no session to leave out). The weights equal `fit_ridge_alphas` on the concatenated rows.
+    (Session 16: chosen on in-session validation, the penalty on the reference config's
+    velocity was 0.001, and the ridge lost 5 R² on a session left out; see docs/distill.md.)"""
     grid = np.asarray(alphas, np.float64).ravel()
     fit = both = None
     per: list[_Stats] = []
@@ -221,24 +226,30 @@ def fit_pooled_ridge(blocks, n_sessions: int, alphas) -> PooledRidge:
         both += s
         per.append(s)
         val.append((np.asarray(xv, np.float32), np.asarray(yv, np.float64)))
-    gram, cross, xm, ym = fit.centred()
-    d = gram.shape[0]
-    evals, evecs = np.linalg.eigh(gram)
-    evals = np.clip(evals, 0.0, None)
-    proj = evecs.T @ cross
-    score = np.zeros((len(grid), n_sessions, len(ym)))
-    for j, (xv, yv) in enumerate(val):
+
+    def scores(st: _Stats, xv, yv) -> np.ndarray:
+        """(A, O) validation R² of the ridge on `st`'s rows at every penalty of the grid."""
+        gram, cross, xm, ym = st.centred()
+        evals, evecs = np.linalg.eigh(gram)
+        evals = np.clip(evals, 0.0, None)
+        proj = evecs.T @ cross
         z = (xv.astype(np.float64) - xm) @ evecs
         base = ((yv - yv.mean(0)) ** 2).sum(0) + 1e-12
+        out = np.zeros((len(grid), len(ym)))
         for a, al in enumerate(grid):
-            pred = z @ (proj / (evals + al * evals.sum() / d + 1e-12)[:, None]) + ym
-            score[a, j] = 1.0 - ((yv - pred) ** 2).sum(0) / base
-    best = score.mean(1).argmax(0)  # (n_out,)
-    chosen = grid[best]
-    val_r2 = score[best, :, np.arange(len(ym))].T  # (n_sessions, n_out)
-    loso = np.full((n_sessions, len(ym)), np.nan)
+            pred = z @ (proj / (evals + al * evals.sum() / len(evals) + 1e-12)[:, None]) + ym
+            out[a] = 1.0 - ((yv - pred) ** 2).sum(0) / base
+        return out
+
+    inside = np.stack([scores(fit, xv, yv) for xv, yv in val], 1)  # (A, S, O)
+    n_out = inside.shape[2]
+    loso = np.full((n_sessions, n_out), np.nan)
     if n_sessions > 1:
-        for j, (xv, yv) in enumerate(val):
-            r = (both - per[j]).solve(chosen)
-            loso[j] = r2_score(yv, r.predict(xv))
+        left = np.stack([scores(both - per[j], xv, yv) for j, (xv, yv) in enumerate(val)], 1)
+        best = left.mean(1).argmax(0)  # (n_out,)
+        loso = left[best, :, np.arange(n_out)].T  # (n_sessions, n_out)
+    else:
+        best = inside.mean(1).argmax(0)
+    chosen = grid[best]
+    val_r2 = inside[best, :, np.arange(n_out)].T
     return PooledRidge(both.solve(chosen), chosen, val_r2, loso)

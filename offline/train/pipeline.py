@@ -388,10 +388,11 @@ def _spike_rows(split, sess, cfg) -> dict:
 
 def pooled_ridge(cfg, data, n_train: int) -> PooledRidge:
     """The lagged ridge on the LFP features of every training session at once (the same lags,
-    fit bins, penalty grid and validation rule as `_ridge_decoder`, the penalty chosen by the
-    sessions' mean validation R²): the linear counterpart of the multi-session students, which
-    also learn from every training session. Its leave-one-session-out validation figures are
-    an unbiased estimate of what it does on a day it never saw."""
+    fit bins and penalty grid as `_ridge_decoder`): the linear counterpart of the multi-session
+    students, which also learn from every training session. It is shipped to days it never saw,
+    so its penalty is chosen per output by the sessions' mean leave-one-session-out validation
+    R² (`fit_pooled_ridge`), and those figures, one choice among the grid made on them, are its
+    transfer estimate."""
     n = lags(cfg)
 
     def blocks(j):
@@ -586,7 +587,8 @@ def shipped_scores(cfg, data, n_train: int, models, candidates, idx: list[int] |
     export.choose_by = "transfer" compares. {} with a single training session. Reads only
     validation blocks. The pooled ridge was fit on those sessions too: its figure on each is that
     of a ridge fit on the other training sessions (`PooledRidge.loso_val_r2`), so it is not
-    flattered as the multi-session students' figures are."""
+    flattered as the multi-session students' figures are (its penalty was chosen on the same
+    figures, one value of the grid per output)."""
     others = [j for j in range(n_train) if j != cfg.export.session]
     out = {}
     for k in _trained(cfg, models, candidates) if others else ():

@@ -59,15 +59,16 @@ def test_ridge_r2_takes_a_float_or_a_grid():
     assert a.shape == b.shape == (2,) and np.isfinite(b).all() and b.mean() > 0.5
 
 
-def _sessions_with_own_offsets(n_sess=4, d=30, seed=5):
-    """Sessions sharing one map with session-specific input offsets and different lengths."""
+def _sessions_with_own_maps(n_sess=4, d=30, seed=5):
+    """Sessions whose maps are a shared one plus as large a session-specific part (and small
+    input offsets): the pooled rows reward a small penalty, a session left out a larger one."""
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((d, 2))
     out = []
     for j in range(n_sess):
         n = 200 + 60 * j
         x = rng.standard_normal((n, d)) + 0.3 * rng.standard_normal(d)
-        y = x @ w + (1.0 + j) * rng.standard_normal((n, 2))
+        y = x @ (w + rng.standard_normal((d, 2))) + rng.standard_normal((n, 2))
         k = int(0.8 * n)
         out.append((x[:k], y[:k], x[k:], y[k:]))
     return out
@@ -76,29 +77,34 @@ def _sessions_with_own_offsets(n_sess=4, d=30, seed=5):
 def test_the_pooled_ridge_is_the_ridge_of_the_pooled_rows_and_leaves_each_session_out():
     """`fit_pooled_ridge` from per-session statistics: the same weights as `fit_ridge_alphas`
     on every session's rows concatenated, the penalty a brute-force search on the mean of the
-    sessions' validation R² picks, and leave-one-session-out figures of a fit that never saw
-    the session (the same as a direct fit on the other sessions' rows)."""
+    sessions' leave-one-session-out validation R² picks (a fit that never saw the session, the
+    same as a direct fit on the other sessions' rows), and the in-session figures beside it."""
     from offline.train.decode import fit_pooled_ridge, fit_ridge_alphas
 
-    blocks = _sessions_with_own_offsets()
+    blocks = _sessions_with_own_maps()
     grid = [1e-3, 1.0, 30.0, 1e3]
     pr = fit_pooled_ridge(lambda j: blocks[j], len(blocks), grid)
     xf = np.concatenate([b[0] for b in blocks])
     yf = np.concatenate([b[1] for b in blocks])
-    # the penalty: each grid value fit on the pooled fit rows, scored by the mean per-session validation R²
-    score = np.array([[r2_score(b[3], fit_ridge(xf, yf, al).predict(b[2])) for b in blocks] for al in grid])  # (A, S, O)
-    best = score.mean(1).argmax(0)
+
+    def rest(j):
+        o = [blocks[k] for k in range(len(blocks)) if k != j]
+        return np.concatenate([np.concatenate(b[0::2]) for b in o]), np.concatenate([np.concatenate(b[1::2]) for b in o])
+
+    # the penalty: each grid value fit on the other sessions' rows, scored on the left-out session's validation block
+    left = np.array([[r2_score(b[3], fit_ridge(*rest(j), al).predict(b[2])) for j, b in enumerate(blocks)] for al in grid])
+    best = left.mean(1).argmax(0)
     np.testing.assert_array_equal(pr.alphas, np.asarray(grid)[best])
-    np.testing.assert_allclose(pr.val_r2, score[best, :, [0, 1]].T, atol=1e-5)
+    np.testing.assert_allclose(pr.loso_val_r2, left[best, :, [0, 1]].T, atol=1e-5)
+    # the in-session figure: the pooled fit rows at the chosen penalty, on each session's validation block
+    inside = np.array([[r2_score(b[3], fit_ridge(xf, yf, al).predict(b[2])) for b in blocks] for al in grid])
+    np.testing.assert_allclose(pr.val_r2, inside[best, :, [0, 1]].T, atol=1e-5)
+    # the in-session rule would pick another penalty for these sessions: the choice is the left-out one's
+    assert not np.array_equal(inside.mean(1).argmax(0), best)
     every = fit_ridge_alphas(np.concatenate([np.concatenate(b[0::2]) for b in blocks]),
                              np.concatenate([np.concatenate(b[1::2]) for b in blocks]), pr.alphas)  # fmt: skip
     np.testing.assert_allclose(pr.ridge.w, every.w, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(pr.ridge.b, every.b, rtol=1e-4, atol=1e-5)
-    for j, b in enumerate(blocks):
-        rest = [blocks[k] for k in range(len(blocks)) if k != j]
-        r = fit_ridge_alphas(np.concatenate([np.concatenate(o[0::2]) for o in rest]),
-                             np.concatenate([np.concatenate(o[1::2]) for o in rest]), pr.alphas)  # fmt: skip
-        np.testing.assert_allclose(pr.loso_val_r2[j], r2_score(b[3], r.predict(b[2])), atol=1e-5)
     # the session's own rows help it: its left-out figure is lower than the pooled fit's
     assert (pr.loso_val_r2.mean() < pr.val_r2.mean())
 
