@@ -105,7 +105,7 @@ def choose_decoder(rows: list[dict], choose: str, candidates: dict[str, str], n_
     ridges = {k: val[k] for k in ("ridge", "ridge_pooled") if k in val}  # the lagged ridges on LFP features
     top = max(ridges, key=lambda k: ridges[k]) if ridges else None
     ridge = ridges.get(top)
-    out["below_ridge"] = bool(top is not None and chosen not in ridges and val[chosen] < ridge)
+    out["below_ridge"] = bool(top is not None and chosen != top and val[chosen] < ridge)  # a forced ridge below the other too
     out["warning"] = (f"the exported decoder ({chosen}, validation R² {val[chosen]:.3f}) is below the lagged ridge on LFP "
                       f"features ({top}, {ridge:.3f}) on validation: export.choose = {choose!r} forced it; set export.choose = "
                       f"\"best\" (or \"{top}\") to ship the better decoder") if out["below_ridge"] else None  # fmt: skip

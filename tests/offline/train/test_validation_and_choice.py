@@ -166,6 +166,12 @@ def test_choose_decoder_ranks_by_validation_and_warns_below_the_ridge():
     f = choose_decoder(rows, "distilled", cand)
     assert f["chosen"] == "distilled" and f["margin"] == pytest.approx(-0.2) and f["below_ridge"]
     assert "below the lagged ridge" in f["warning"]
+    # a forced per-session ridge below the pooled one is below the better lagged ridge too
+    pooled = rows + [{"model": "ridge_pooled", "split": "held_out_time", "session": f"s{i}", "r2": [9.0, 9.0],
+                      "val_r2": [0.45, 0.45]} for i in range(2)]  # fmt: skip
+    g = choose_decoder(pooled, "ridge", {**cand, "ridge_pooled": "ridge_pooled"})
+    assert g["chosen"] == "ridge" and g["below_ridge"] and "ridge_pooled" in g["warning"]
+    assert not choose_decoder(pooled, "ridge_pooled", {**cand, "ridge_pooled": "ridge_pooled"})["below_ridge"]
 
 
 def test_the_choice_can_be_scored_on_the_outputs_the_experiment_uses():
