@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from rtdecode.batch import decode_recording, r2_score
-from rtdecode.bundle import Bundle, load_bundle, write_bundle
+from rtdecode.bundle import Bundle, load_bundle, update_manifest, write_bundle
 from rtdecode.config import ConfigError
 from rtdecode.dsp import compute_features
 from rtdecode.dsp.design import fit_normalization
@@ -271,7 +271,7 @@ def behavior_at(t_bins: np.ndarray, t: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def _read_xdf(path: Path, kind: str, bundle: Bundle, lfp_stream: str | None, behavior_stream: str | None, log,
-              max_bins: int | None):  # fmt: skip
+              max_bins: int | None, need_behavior: bool = True):  # fmt: skip
     """The LFP stream and the behaviour stream of an XDF file (LabRecorder's: the raw stream and
     the task's kinematics, recorded on one clock): the LFP's samples as the runtime gets them,
     the behaviour at the centre of each of its bins."""
@@ -325,12 +325,15 @@ def _read_xdf(path: Path, kind: str, bundle: Bundle, lfp_stream: str | None, beh
                                        "other than the LFP's; choose the task's kinematics stream with --behavior-stream")  # fmt: skip
         else:
             cands = [s for s in others if covers(names_of(s))]
-            if len(cands) != 1:
+            if not cands and not need_behavior:
+                bs = None
+            elif len(cands) != 1:
                 what = (f"no stream whose channel labels name the bundle's outputs {want}" if not cands
                         else f"{len(cands)} streams name the bundle's outputs")  # fmt: skip
                 raise CalibrationError(f"{path}: {what}; the file has: {listing}. Name the behaviour stream with "
                                        "--behavior-stream NAME")  # fmt: skip
-            bs = cands[0]
+            else:
+                bs = cands[0]
     except RecordingError as e:
         raise CalibrationError(str(e)) from None
     rate = rate_of(ls)
@@ -345,6 +348,10 @@ def _read_xdf(path: Path, kind: str, bundle: Bundle, lfp_stream: str | None, beh
             "samples are taken as they are, unfilled; bins next to a pause are approximate")  # fmt: skip
     centre = np.arange(n_bins) * spb + spb / 2.0  # a bin's centre, as rtdecode distill reads behaviour at it
     t_bins = np.interp(centre, np.arange(len(t_lfp), dtype=np.float64), t_lfp)
+    if bs is None:  # label-free, and no behaviour stream: the LFP alone
+        info = {"file": str(path), "format": "xdf", "lfp_stream": str(_xdf_field(ls["info"], "name")), "behavior_stream": None,
+                "lfp_pauses": pauses, "behavior_bins": 0}  # fmt: skip
+        return lfp, rate, xdf_labels(ls), np.zeros((n_bins, 0), np.float32), [], info
     bx = np.asarray(bs["time_series"], np.float64)
     bx = bx[:, None] if bx.ndim == 1 else bx
     bt = np.asarray(bs["time_stamps"], np.float64)
@@ -367,8 +374,8 @@ def _read_xdf(path: Path, kind: str, bundle: Bundle, lfp_stream: str | None, beh
 
 
 def load_calibration(path, bundle: Bundle, mapping: str | None = None, log=print, max_bins: int | None = None,
-                     xdf_stream: str | None = None,
-                     behavior_stream: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str], dict]:  # fmt: skip
+                     xdf_stream: str | None = None, behavior_stream: str | None = None,
+                     need_behavior: bool = True) -> tuple[np.ndarray, np.ndarray, list[str], dict]:  # fmt: skip
     """(raw LFP (n_samples, C) in the bundle's channel order, behaviour (n_bins, n_out) in the
     bundle's output order at its bins, NaN where the tracker lost it, the behaviour's names,
     what was read) from an NWB file (the bundle's bin width; the LFP and behaviour chosen by the
@@ -377,7 +384,8 @@ def load_calibration(path, bundle: Bundle, mapping: str | None = None, log=print
     or the one of the bundle's channel count and rate, and the behaviour stream,
     `behavior_stream` or the one whose channel labels name the bundle's outputs, on one clock)
     or an rtdecode recording (.npz) with behaviour. An NWB or XDF file's LFP is read only up to
-    `max_bins` bins."""
+    `max_bins` bins. `need_behavior=False` (label-free renormalisation): a file without the
+    bundle's behaviour gives NaN behaviour (nothing scored) instead of an error."""
     from rtdecode.recording import Recording, RecordingError, _kind, nwb_mapping_for
 
     path = Path(path)
@@ -401,7 +409,7 @@ def load_calibration(path, bundle: Bundle, mapping: str | None = None, log=print
         base = nwb_mapping_for(path, mapping) if mapping else (_training_mapping(bundle, path) or NWBMapping())
         m = replace(base, bin_width=bw)
         try:  # NaN behaviour kept (not interpolated across the block's end into the scored rest): masked below
-            s = read_session(path, m, lazy=True, spikes=False, fill_behavior=False)
+            s = read_session(path, m, lazy=True, spikes=False, fill_behavior=False, behavior_optional=not need_behavior)
             n_keep = s.lfp.shape[0] if max_bins is None else min(s.lfp.shape[0], max_bins * bundle.chain.bin_samples)
             lfp_lazy, lfp = s.lfp, np.asarray(s.lfp[:n_keep], np.float32)
             lfp_lazy.close()
@@ -417,7 +425,8 @@ def load_calibration(path, bundle: Bundle, mapping: str | None = None, log=print
         if mapping:
             raise CalibrationError(f"--mapping chooses the series of an NWB file; {path} is an XDF file (--xdf-stream, "
                                    "--behavior-stream choose its streams)")  # fmt: skip
-        lfp, rate, ch, beh, names, info = _read_xdf(path, kind, bundle, xdf_stream, behavior_stream, log, max_bins)
+        lfp, rate, ch, beh, names, info = _read_xdf(path, kind, bundle, xdf_stream, behavior_stream, log, max_bins,
+                                                    need_behavior)  # fmt: skip
     elif kind == "npz":
         if mapping:
             raise CalibrationError(f"--mapping chooses the series of an NWB file; {path} is an rtdecode recording")
@@ -425,15 +434,16 @@ def load_calibration(path, bundle: Bundle, mapping: str | None = None, log=print
             r = Recording.load(path)
         except RecordingError as e:
             raise CalibrationError(str(e)) from None
-        if r.behavior is None:
+        if r.behavior is None and need_behavior:
             raise CalibrationError(f"{path}: the recording has no behaviour; calibration needs the behaviour the bundle decodes "
                                    f"({list(bundle.output_names)}) at {1 / bw:g} Hz (Recording(behavior=..., behavior_names=..., "
                                    f"behavior_rate={1 / bw:g}))")  # fmt: skip
-        if abs(r.behavior_rate * bw - 1.0) > 1e-6:
+        if r.behavior is not None and abs(r.behavior_rate * bw - 1.0) > 1e-6:
             raise CalibrationError(f"{path}: behaviour at {r.behavior_rate:g} Hz; the bundle's bins are {bw * 1e3:g} ms: "
                                    f"give one row per bin (behavior_rate = {1 / bw:g})")  # fmt: skip
         lfp, rate, ch = r.data, r.sampling_rate, r.channel_names
-        beh, names = r.behavior, list(r.behavior_names or [])
+        beh = r.behavior if r.behavior is not None else np.zeros((len(r.data) // bundle.chain.bin_samples, 0), np.float32)
+        names = list(r.behavior_names or [])
         info = {"file": str(path), "format": "npz"}
     else:
         raise CalibrationError(f"{path}: rtdecode calibrate reads {READS}")
@@ -447,6 +457,12 @@ def load_calibration(path, bundle: Bundle, mapping: str | None = None, log=print
     if order is not None:
         lfp = np.ascontiguousarray(lfp[:, order])
     want = list(bundle.output_names)
+    if not need_behavior and not (names and set(want) <= set(names)) and not (not names and beh.shape[1] == len(want)):
+        if beh.shape[1]:
+            log(f"[calibrate] the recording's behaviour {names or beh.shape[1]} does not name the bundle's outputs {want}: "
+                "not read (label-free: nothing needs it; nothing is scored)")  # fmt: skip
+        n_bins = len(lfp) // bundle.chain.bin_samples
+        return lfp[: n_bins * bundle.chain.bin_samples], np.full((n_bins, len(want)), np.nan, np.float32), want, info
     if names and set(want) <= set(names):
         cols = [names.index(n) for n in want]
     elif not names and beh.shape[1] == len(want):
@@ -571,9 +587,12 @@ def _fmt(r2) -> str:
 
 def calibrate(bundle_path, recording, out, *, minutes: float | None = None, folds: int = 5,
               alphas=ALPHAS, renormalize: bool = False, mapping: str | None = None, overwrite: bool = False,
-              xdf_stream: str | None = None, behavior_stream: str | None = None, log=print) -> dict:  # fmt: skip
+              xdf_stream: str | None = None, behavior_stream: str | None = None, label_free: bool = False,
+              log=print) -> dict:  # fmt: skip
     """Refit `bundle_path`'s readout on the first `minutes` of `recording` (all of it when
-    None) and write the result to `out`. Returns what `calibration.json` holds."""
+    None) and write the result to `out`. Returns what `calibration.json` holds. `label_free`:
+    refit only the chain's z-scoring on the block's LFP (no behaviour read for it) and keep
+    the readout: a new day for a bundle trained with `[chain] normalize = "session"`."""
     import onnx
 
     b = load_bundle(bundle_path)
@@ -587,6 +606,11 @@ def calibrate(bundle_path, recording, out, *, minutes: float | None = None, fold
     if not 2 <= int(folds) <= 20 or int(folds) != folds:
         raise CalibrationError(f"--folds must be a whole number from 2 to 20, got {folds:g}")
     folds = int(folds)
+    if label_free and renormalize:
+        raise CalibrationError("--label-free and --renormalize are two ways of refitting the z-scoring: --label-free keeps "
+                               "the readout and needs no behaviour, --renormalize refits the readout too; choose one")  # fmt: skip
+    if label_free:
+        return _label_free(b, recording, out, minutes, mapping, overwrite, xdf_stream, behavior_stream, log)
     model = onnx.load(str(b.model_path))
     ro = find_readout(model, b.model.output_name, where=str(b.model_path))
     if ro.n_out != b.n_outputs:
@@ -697,8 +721,87 @@ def calibrate(bundle_path, recording, out, *, minutes: float | None = None, fold
     return res
 
 
+MIN_NORM_BINS = 1000  # 10 s of 10-ms bins: the least a z-scoring is refit on (a few minutes is better)
+
+
+def _label_free(b: Bundle, recording, out: Path, minutes, mapping, overwrite, xdf_stream, behavior_stream, log) -> dict:
+    """The bundle's chain with its z-scoring refit on the first `minutes` of `recording`'s LFP
+    (the readout and the graph as they are): what `[chain] normalize = "session"` trained
+    every session on. Behaviour, where the file has the bundle's, only scores the rest."""
+    bw = b.chain.bin_width_s
+    want_cal = None if minutes is None else int(round(minutes * 60.0 / bw))
+    guard = b.model.window_bins + GUARD_BINS
+    if b.chain.norm_scope != "session":
+        log(f"[calibrate] WARNING: {b.path} was trained on features z-scored over every training session together "
+            "(chain.norm_scope = 'pooled'): its decoder never saw per-session statistics, so --label-free may not help; "
+            "--renormalize (with behaviour) keeps the refit only where it cross-validates better")  # fmt: skip
+    lfp, beh, names, info = load_calibration(recording, b, mapping, log,
+                                             None if want_cal is None else want_cal + guard + REST_MAX_BINS,
+                                             xdf_stream=xdf_stream, behavior_stream=behavior_stream, need_behavior=False)  # fmt: skip
+    n_all = len(lfp) // b.chain.bin_samples
+    n_cal = n_all if want_cal is None else min(n_all, want_cal)
+    if n_cal < MIN_NORM_BINS:
+        raise CalibrationError(f"{recording}: {n_cal} bins ({n_cal * bw:.1f} s) of LFP; label-free renormalisation needs at "
+                               f"least {MIN_NORM_BINS * bw:.0f} s (--minutes), a few minutes for stable statistics")  # fmt: skip
+    n_bins = min(n_all, n_cal + guard + REST_MAX_BINS)
+    lfp, beh = lfp[: n_bins * b.chain.bin_samples], beh[:n_bins]
+    stats: dict = {}
+    raw = compute_features(b.chain.without_normalization(), lfp[: n_cal * b.chain.bin_samples], stats=stats)
+    if stats["nonfinite"]:
+        log(f"[calibrate] {stats['nonfinite']} LFP values are NaN or infinite: held at the channel's last finite value, "
+            "as the runtime repairs them")  # fmt: skip
+    mean, std = fit_normalization(raw)
+    flat = int((std <= 1e-6).sum())
+    if flat:
+        log(f"[calibrate] WARNING: {flat} of {len(std)} features are flat over the block (a disconnected channel?): their "
+            "std is floored, so they stay near 0 after z-scoring")  # fmt: skip
+    chain = b.chain.with_normalization(mean, std)
+    res = {
+        "from_bundle": str(b.path), "from_model_sha256": b.files.get(b.model.file), "recording": info, "outputs": names,
+        "label_free": True, "renormalized": True, "choice": ["shipped"] * len(names),
+        "bins": {"calibration": int(n_cal), "used": [0, int(n_cal)], "guard": int(guard)},
+        "minutes": round(n_cal * bw / 60.0, 3), "trained_norm_scope": b.chain.norm_scope,
+        "report_files": "report/ (if any) is the source bundle's training report: its figures are for the source's statistics",
+    }  # fmt: skip
+    rest0 = n_cal + guard
+    ok = np.isfinite(beh).all(1)
+    rest = np.arange(rest0, n_bins)[ok[rest0:]]
+    y_old = y_new = None
+    if len(rest) >= MIN_VAL_BINS:  # the file has the bundle's behaviour after the block: score both there
+        y_old = decode_recording(b, lfp)
+    with tempfile.TemporaryDirectory() as tmp:
+        js = Path(tmp) / "calibration.json"
+        js.write_text(json.dumps(res, indent=1))
+        carried = {k: str(b.path / k) for k in b.files if k != b.model.file and k != "calibration.json"}
+        prov = {**b.provenance, "calibration": {k: res[k] for k in ("from_bundle", "from_model_sha256", "recording", "minutes",
+                                                                     "choice", "renormalized", "label_free")}}  # fmt: skip
+        write_bundle(out, chain=chain, model_file=b.model_path, model=b.model, output_names=list(b.output_names),
+                     output_units=list(b.output_units), channel_names=list(b.channel_names) if b.channel_names else None,
+                     provenance=prov, extra_files={**carried, "calibration.json": js},
+                     engines=list(b.engines), overwrite=overwrite)  # fmt: skip
+    nb = load_bundle(out)
+    if y_old is not None:
+        y_new = decode_recording(nb, lfp)
+        res["rest"] = {"bins": [int(rest0), int(n_bins)], "minutes": round((n_bins - rest0) * bw / 60.0, 3),
+                       "shipped": [round(float(v), 4) for v in r2_score(beh[rest], y_old[rest])],
+                       "recalibrated": [round(float(v), 4) for v in r2_score(beh[rest], y_new[rest])]}  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:  # the scores join calibration.json (rehashed in the manifest)
+            js = Path(tmp) / "calibration.json"
+            js.write_text(json.dumps(res, indent=1))
+            update_manifest(nb.path, lambda m: None, add_files={"calibration.json": js})
+    log(f"[calibrate] {b.path} -> {out}: the chain's z-scoring refit on the first {res['minutes']:g} min of "
+        f"{Path(recording).name}'s LFP, label-free (the readout as trained{'; TensorRT engines carried: the graph is unchanged' if b.engines else ''})")  # fmt: skip
+    if "rest" in res:
+        r = res["rest"]
+        log(f"  outputs                     {' '.join(f'{n:>6}' for n in names)}")
+        log(f"  rest ({r['minutes']:g} min), shipped        {_fmt(r['shipped'])}   (mean {np.mean(r['shipped']):+.3f})")
+        log(f"  rest ({r['minutes']:g} min), renormalised   {_fmt(r['recalibrated'])}   (mean {np.mean(r['recalibrated']):+.3f})")
+    return res
+
+
 def main_calibrate(args) -> int:
     calibrate(args.bundle, args.recording, args.out, minutes=args.minutes, folds=args.folds,
               renormalize=args.renormalize, mapping=args.mapping, overwrite=args.overwrite,
-              xdf_stream=args.xdf_stream, behavior_stream=args.behavior_stream)  # fmt: skip
+              xdf_stream=args.xdf_stream, behavior_stream=args.behavior_stream,
+              label_free=getattr(args, "label_free", False))  # fmt: skip
     return 0

@@ -131,7 +131,11 @@ def cmd_info(args) -> int:
     print(b.describe())
     print(repr(b.chain))
     cal = b.provenance.get("calibration") if isinstance(b.provenance, dict) else None
-    if isinstance(cal, dict):  # a bundle from `rtdecode calibrate`
+    if isinstance(cal, dict) and cal.get("label_free"):  # `rtdecode calibrate --label-free`
+        rec = cal.get("recording", {})
+        print(f"calibrated: the chain's z-scoring refit, label-free, on {cal.get('minutes')} min of {rec.get('file')} "
+              f"(from {cal.get('from_bundle')}); the readout as trained")  # fmt: skip
+    elif isinstance(cal, dict):  # a bundle from `rtdecode calibrate`
         rec = cal.get("recording", {})
         vr = cal.get("cv_r2", {})
         print(f"calibrated: readout refit on {cal.get('minutes')} min of {rec.get('file')} (from {cal.get('from_bundle')}); "
@@ -276,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multiply every sample by this before the chain: the bundle expects microvolts (manifest "
                         "input.unit), so a stream in volts needs 1e6, in millivolts 1e3 (default: 1). Bins carry "
                         "INPUT_SCALE when the amplitude looks wrong")  # fmt: skip
+    r.add_argument("--renormalize", dest="renormalize_s", type=positive_float, metavar="SECONDS",
+                   help="once the filters settle, refit the chain's z-scoring on SECONDS of the stream, label-free, "
+                        "and decode on it from then on (a new day for a bundle trained with [chain] normalize = "
+                        "\"session\"; 60-180 s is typical); bins carry WARMUP until then")  # fmt: skip
     r.add_argument("--rt-priority", dest="rt_priority", type=nonneg_int, metavar="N",
                    help="run the loop and its liblsl and ZeroMQ threads SCHED_FIFO at priority N (needs root, "
                         "CAP_SYS_NICE or an rtprio limit; without, a warning and normal priority; default: 0, off)")  # fmt: skip
@@ -404,6 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="blocked cross-validation folds over the calibration block, to choose the readout")  # fmt: skip
     ca.add_argument("--renormalize", action="store_true",
                     help="also refit the chain's z-scoring on the calibration block (a new gain or impedance)")  # fmt: skip
+    ca.add_argument("--label-free", dest="label_free", action="store_true",
+                    help="refit only the chain's z-scoring on the block's LFP and keep the readout: no behaviour needed "
+                         "(a new day for a bundle trained with [chain] normalize = \"session\"; behaviour in the file, "
+                         "if any, only scores the rest)")  # fmt: skip
     ca.add_argument("--mapping", metavar="TOML",
                     help="NWB: a distill config (its [data.nwb] table) or a TOML with an [nwb] table, as for training")  # fmt: skip
     ca.add_argument("--xdf-stream", dest="xdf_stream", metavar="NAME",

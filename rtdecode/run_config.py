@@ -22,6 +22,7 @@ RUN_CHECKS = {
     "max_chunk": positive_int, "pull_timeout_s": positive_float, "stall_timeout_s": positive_float,
     "resolve_timeout_s": positive_float, "max_fill_s": nonneg_float, "duration_s": positive_float,
     "address": zmq_address, "spin_s": nonneg_float, "rt_priority": nonneg_int, "input_scale": positive_float,
+    "renormalize_s": nonneg_float,
 }  # fmt: skip
 
 

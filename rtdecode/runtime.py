@@ -90,6 +90,9 @@ class RunConfig:
     rt_priority: int = 0  # > 0: SCHED_FIFO at this priority for the loop, liblsl's and ZeroMQ's threads
     input_scale: float = 1.0  # every sample is multiplied by this before the chain (1e6: a stream in volts
     # for a bundle trained on microvolts); the amplitude watch (FLAG_INPUT_SCALE) says when it looks wrong
+    renormalize_s: float = 0.0  # > 0: once the filters settle, refit the chain's z-scoring on this many seconds
+    # of the stream (label-free: a new day for a bundle trained with [chain] normalize = "session"); bins
+    # carry WARMUP until then and for one model window after
 
 
 # the amplitude watch: over a status period, the normalised features' variance (about 1 on the
@@ -146,6 +149,19 @@ class Telemetry:
         self._mark = self._n
 
 
+def warn_normalization(bundle: Bundle, renormalize_s: float) -> bool:
+    """A bundle trained on per-session z-scoring (chain.norm_scope "session") that nothing has
+    renormalised for this day decodes on its export session's statistics: say so, once, with
+    the two fixes. True when it warned."""
+    cal = bundle.provenance.get("calibration") if isinstance(bundle.provenance, dict) else None
+    if bundle.chain.norm_scope != "session" or renormalize_s or (isinstance(cal, dict) and cal.get("renormalized")):
+        return False
+    log.warning("%s was trained on features z-scored per session, and holds its export session's statistics: on another "
+                "day pass --renormalize 120 (refit on the stream's first 2 minutes, label-free), or renormalise it "
+                "once with `rtdecode calibrate BUNDLE DAY.nwb --label-free --minutes 3 --out NEW`", bundle.path)  # fmt: skip
+    return True
+
+
 class Runtime:
     """Owns the loop. Build with `Runtime.from_config` or pass the parts (tests, bench)."""
 
@@ -191,6 +207,15 @@ class Runtime:
         self._warm_bins = 0
         # WARMUP until the model window is full of real bins and the filters have settled
         self._warm_needed = max(self.ring.n_bins, self.chain.settle_bins)
+        # online renormalisation (cfg.renormalize_s): the features' sums over the first bins after
+        # the filters settle, then the chain's mean/std set in place once (`_renormalize`)
+        self._rn_bins = int(round(cfg.renormalize_s / spec.bin_width_s)) if cfg.renormalize_s else 0
+        self._rn_sum = np.zeros(spec.n_features, dtype=np.float64)
+        self._rn_sq = np.zeros(spec.n_features, dtype=np.float64)
+        self._rn_n = 0
+        self.renormalized: dict | None = None  # what the renormalisation found (summary)
+        if self._rn_bins:
+            self._warm_needed = self.chain.settle_bins + self._rn_bins + self.ring.n_bins
         self._signals = 0
         self._chain_ms = 0.0  # chain time of the chunk that completed the current bins
         self._t_start = 0.0
@@ -212,6 +237,7 @@ class Runtime:
         from .sources.lsl import LSLSource
 
         bundle = load_bundle(cfg.bundle)
+        warn_normalization(bundle, cfg.renormalize_s)
         backend, reason = select_backend(bundle, cfg.backend, fallback=cfg.fallback, threads=cfg.threads)
         source = LSLSource(
             cfg.stream,
@@ -363,6 +389,12 @@ class Runtime:
         self.ring.clear()
         self.backend.reset_state()
         self._warm_bins = 0
+        if self.renormalized is not None:  # the stream's statistics stand: only the filters and the window refill
+            self._warm_needed = max(self.ring.n_bins, self.chain.settle_bins)
+        elif self._rn_bins:  # a reset mid-collection: collect again once the filters settle
+            self._rn_n = 0
+            self._rn_sum[:] = 0.0
+            self._rn_sq[:] = 0.0
         self._pending_flags |= flag
         self._carry_flags = 0  # the partial bin they belonged to is gone
         self.tel.resets += 1
@@ -452,12 +484,40 @@ class Runtime:
         np.multiply(row, row, out=self._f_tmp)
         np.add(self._f_sq, self._f_tmp, out=self._f_sq)
         self._f_n += 1
+        if self._rn_n < self._rn_bins and self._warm_bins >= self.chain.settle_bins:
+            np.add(self._rn_sum, row, out=self._rn_sum)
+            np.add(self._rn_sq, self._f_tmp, out=self._rn_sq)
+            self._rn_n += 1
+            if self._rn_n == self._rn_bins:
+                self._renormalize()
         if self._warm_bins < self._warm_needed:
             self._warm_bins += 1
         if self.streaming:
             self._one[0, 0] = row
             return self.backend.infer(self._one)
         return None
+
+    def _renormalize(self) -> None:
+        """Once: the chain's z-scoring refit on the bins summed since the filters settled. The
+        sums are of features normalised with the bundle's statistics (z = (x - m) / s), so the
+        stream's own are m + s * mean(z) and s * std(z), written into the chain's arrays in place
+        (this runs once, off the per-bin path's budget). The model window then refills with renormalised bins (WARMUP meanwhile)."""
+        ch = self.chain
+        n = float(self._rn_n)
+        std0 = 1.0 / ch._inv_std  # rare path: once per run
+        mz = self._rn_sum / n
+        vz = np.maximum(self._rn_sq / n - mz * mz, 0.0)
+        new_std = np.maximum(std0 * np.sqrt(vz), 1e-6)
+        flat = int((vz <= 1e-12).sum())
+        ch._mean += std0 * mz
+        ch._inv_std[:] = 1.0 / new_std
+        self._warm_needed = max(self._warm_bins + 1 + self.ring.n_bins, self._warm_needed)
+        self.renormalized = {"bins": int(self._rn_n), "seconds": round(self._rn_n * self.bundle.chain.bin_width_s, 3),
+                             "at_bin": int(self.tel.bins), "flat_features": flat,
+                             "rms_before": float(np.sqrt(np.mean(self._rn_sq / n)))}  # fmt: skip
+        log.info("renormalised: the chain's z-scoring refit on %.1f s of the stream (features' RMS under the bundle's "
+                 "statistics was %.3g)%s", self.renormalized["seconds"], self.renormalized["rms_before"],
+                 f"; {flat} features flat (std floored)" if flat else "")  # fmt: skip
 
     def _on_bins(self, bins: np.ndarray, k: int, flags: int, t_arrive: float, ts: np.ndarray, carry: int = 0) -> None:
 
@@ -661,6 +721,7 @@ class Runtime:
             "gc": dict(self.gc_stats),
             "status_ticks": self._ticks,
             "rt_priority": self.rt_priority,
+            "renormalized": self.renormalized,
         }
 
     def close(self) -> None:

@@ -54,6 +54,7 @@ CASES: list[Case] = [
     _c("usage-unknown-command", "unknown command", "runn", 2, "runn", fast=True),
     _c("usage-unknown-flag", "unknown flag", "run --bundel {bundle}", 2, "--bundel", fast=True),
     # run: numbers
+    _c("run-renormalize-zero", "--renormalize 0", "run --bundle {bundle} --renormalize 0", 2, "--renormalize", fast=True),
     _c("run-duration-negative", "--duration -1", "run --bundle {bundle} --duration -1", 2, "--duration", fast=True),
     _c("run-duration-zero", "--duration 0", "run --bundle {bundle} --duration 0", 2, "--duration", fast=True),
     _c("run-duration-nan", "--duration nan", "run --bundle {bundle} --duration nan", 2, "--duration", fast=True),
@@ -115,6 +116,8 @@ CASES: list[Case] = [
     # distill
     _c("distill-config-missing", "--config missing", "distill --config {work}/none.toml", 2, "none.toml"),
     _c("distill-config-typo", "a misspelt key", "distill --config {distill_typo}", 2, "threds", "threads"),
+    _c("distill-normalize-typo", "a misspelt chain.normalize", "distill --config {distill_normalize}", 2, "chain.normalize",
+       '"session"', "sesion"),
     # demo
     _c("demo-duration-zero", "--duration 0", "demo --duration 0", 2, "--duration", fast=True),
     _c("demo-address", "address without tcp://", "demo --address localhost:5599", 2, "--address", fast=True),
@@ -138,6 +141,10 @@ CASES: list[Case] = [
     _c("calibrate-missing", "recording missing", "calibrate {bundle} {work}/nope.nwb --out {work}/cal1", 2, "nope.nwb", absent="{work}/cal1"),
     _c("calibrate-no-behavior", "a recording without behaviour", "calibrate {bundle} {recording} --out {work}/cal2", 2,
        "no behaviour", "vel_x", absent="{work}/cal2"),
+    _c("calibrate-label-free-short", "--label-free on 6 s of LFP", "calibrate {bundle} {recording} --out {work}/cal5 --label-free --minutes 0.1", 2,
+       "label-free renormalisation needs at least 10 s", "--minutes", absent="{work}/cal5"),
+    _c("calibrate-label-free-and-renormalize", "--label-free with --renormalize",
+       "calibrate {bundle} {recording} --out {work}/cal6 --label-free --renormalize", 2, "choose one", absent="{work}/cal6"),
     _c("calibrate-into-itself", "--out is the bundle", "calibrate {bundle} {recording} --out {bundle}", 2, "--out", "new folder"),
     _c("calibrate-folds", "--folds 1", "calibrate {bundle} {recording} --out {work}/cal3 --folds 1", 2,
        "--folds", absent="{work}/cal3"),
@@ -256,6 +263,9 @@ class Fixtures:
 
     def make_distill_typo(self) -> None:
         self._file("distill_typo", "distill_typo.toml", "seed = 0\nthreds = 1\n")
+
+    def make_distill_normalize(self) -> None:
+        self._file("distill_normalize", "distill_normalize.toml", 'seed = 0\n[chain]\nnormalize = "sesion"\n')
 
     def make_sim_typo(self) -> None:
         self._file("sim_typo", "sim_typo.toml", "[simulate]\nn_chanels = 8\n")

@@ -791,10 +791,12 @@ def _bin_edges(es, n_bins: int, spb: int, bin_width: float) -> np.ndarray | None
 
 
 def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, lazy: bool = True, spikes: bool = True,
-                 fill_behavior: bool = True) -> Session:  # fmt: skip
+                 fill_behavior: bool = True, behavior_optional: bool = False) -> Session:  # fmt: skip
     """Read one session. With `lazy`, `session.lfp` stays on disk (a LazyArray). `spikes=False`:
     no units are read (the session has 0 units; `rtdecode calibrate` needs only LFP and behaviour).
-    `fill_behavior=False`: NaN/Inf behaviour (tracking dropouts) is kept, not interpolated."""
+    `fill_behavior=False`: NaN/Inf behaviour (tracking dropouts) is kept, not interpolated.
+    `behavior_optional`: a file with no behaviour gives a session with 0 outputs (label-free
+    renormalisation reads only the LFP) instead of an error."""
     from pynwb import NWBHDF5IO
     from pynwb.base import TimeSeries
     from pynwb.behavior import SpatialSeries
@@ -842,10 +844,13 @@ def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, laz
             else:
                 pre = f"processing/{m.behavior_module}/"
                 paths = [(p, None) for p, o in inv.items() if p.startswith(pre) and isinstance(o, TimeSeries)]
-            if not paths:
+            if not paths and behavior_optional:
+                cols, names, units = [np.zeros((n_bins, 0), np.float32)], [], []
+            elif not paths:
                 _fail(path, f"no behaviour: nothing under processing/{m.behavior_module}, and mapping.outputs and "
                       "mapping.behavior are empty", inv, _behavior_hint(inv, m))  # fmt: skip
-            cols, names, units = [], [], []
+            else:
+                cols, names, units = [], [], []
             for p, nm in paths:
                 ts = inv.get(p)
                 if not isinstance(ts, TimeSeries):

@@ -85,6 +85,16 @@ class ChainConfig:
     lowpass_hz: float = 50.0
     filter_order: int = 4
     car: bool = True
+    # z-scoring of the features: "pooled" (one mean/std over every training session's training
+    # time; the bundle carries it to a new day as it is) or "session" (each session on its own
+    # training time, no behaviour used, unseen sessions included; the bundle holds its export
+    # session's statistics, and a new day gets its own, label-free: `rtdecode calibrate
+    # --label-free` or `rtdecode run --renormalize SECONDS`)
+    normalize: str = "pooled"
+
+    def __post_init__(self):
+        if self.normalize not in ("pooled", "session"):
+            raise ValueError(f"chain.normalize must be \"pooled\" or \"session\", got {self.normalize!r}")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -124,8 +125,10 @@ def _lfp(s, order: np.ndarray | None) -> np.ndarray:
 
 
 def prepare(sessions: list, cfg: DistillRunConfig):
-    """Design the chain, fit its normalisation on the training sessions' training time, and
-    compute every session's features exactly as the runtime will (compute_features)."""
+    """Design the chain, fit its normalisation on the training sessions' training time (chain.normalize
+    "pooled"; "session": each session, unseen ones too, on its own fit + validation bins, no
+    behaviour read; the returned chain holds the export session's), and compute every session's
+    features exactly as the runtime will (compute_features)."""
     n_train = len(sessions) - cfg.data.held_out_sessions
     if n_train < 1:
         raise ConfigError(f"data.held_out_sessions = {cfg.data.held_out_sessions} leaves no training session "
@@ -159,11 +162,17 @@ def prepare(sessions: list, cfg: DistillRunConfig):
         if len(raw[-1]) != n:
             raise ConfigError(f"session {s.session_id}: the chain makes {len(raw[-1])} bins from its LFP, the spikes have "
                               f"{n} bins: LFP and spikes must cover the same time")  # fmt: skip
-    mean, std = fit_normalization(np.concatenate([raw[i][splits[i][0]] for i in range(n_train)]))
-    chain = chain.with_normalization(mean, std)
+    if c.normalize == "session":  # each session on its own training time (fit + validation bins; no behaviour read)
+        chains = [chain.with_normalization(*fit_normalization(np.concatenate([r[f], r[v]]))) for r, (f, v, _) in zip(raw, splits)]
+        chains = [replace(ch, norm_scope="session") for ch in chains]
+        chain = chains[cfg.export.session]
+    else:
+        mean, std = fit_normalization(np.concatenate([raw[i][splits[i][0]] for i in range(n_train)]))
+        chain = chain.with_normalization(mean, std)
+        chains = [chain] * len(sessions)
     data = []
-    for s, (fit, val, te), order in zip(sessions, splits, orders):
-        feats = compute_features(chain, _lfp(s, order))  # the bundle's chain, normalisation included
+    for s, (fit, val, te), order, ch in zip(sessions, splits, orders, chains):
+        feats = compute_features(ch, _lfp(s, order))  # the bundle's chain, normalisation included
         data.append(SessionData(str(s.session_id), feats, np.asarray(s.spikes, np.float32),
                                 np.asarray(s.behavior, np.float32), fit, te, val))  # fmt: skip
     return chain, data, n_train
@@ -635,7 +644,7 @@ def shipped_unseen(cfg, data, n_train: int, models, candidates, idx: list[int] |
 
 
 def shipped_markdown(rows: list[dict], names: list[str], choice: dict, idx: list[int] | None,
-                     unseen_all: dict | None = None) -> tuple[str, str | None]:  # fmt: skip
+                     unseen_all: dict | None = None, session_norm: bool = False) -> tuple[str, str | None]:  # fmt: skip
     """The report's table of the exported decoder as shipped, and a warning when it does not
     carry over to the unseen sessions (their mean R² on the chosen outputs below half its
     validation figure, or not positive). `unseen_all`: every candidate's mean there (`shipped_unseen`)."""
@@ -646,7 +655,10 @@ def shipped_markdown(rows: list[dict], names: list[str], choice: dict, idx: list
              + ("readout" if choice["chosen"] == "ridge" else "readout and session embedding"))  # fmt: skip
     lines = ["", "### The exported decoder as shipped (no refit)", "",
              f"**{choice['chosen']}** with {whose}, on every session's test block, as `rtdecode run` decodes a new day: nothing "
-             "refit. (The 'zero-shot' rows above refit every readout on the unseen session's training time, as in the "
+             + ("refit but the z-scoring ([chain] normalize = \"session\": each session's features on its own training "
+                "time's statistics, no behaviour read, as `rtdecode run --renormalize` or `rtdecode calibrate --label-free` "
+                "gives a new day)" if session_norm else "refit")
+             + ". (The 'zero-shot' rows above refit every readout on the unseen session's training time, as in the "
              "paper: they are what a lab gets after a calibration block, these what it gets without one.)", "",
              "| session | role | " + " | ".join(names) + " | mean |", "|---|---|" + "---|" * (len(names) + 1)]  # fmt: skip
     for r in rows:
@@ -943,7 +955,8 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
                                 names=names, transfer=transfer, by=cfg.export.choose_by)  # fmt: skip
         shipped = shipped_rows(cfg, data, n_train, models, choice["chosen"])
         choice["shipped_unseen"] = shipped_unseen(cfg, data, n_train, models, cands, out_idx) or None
-        shipped_md, choice["transfer_warning"] = shipped_markdown(shipped, names, choice, out_idx, choice["shipped_unseen"])
+        shipped_md, choice["transfer_warning"] = shipped_markdown(shipped, names, choice, out_idx, choice["shipped_unseen"],
+                                                                  session_norm=cfg.chain.normalize == "session")  # fmt: skip
         choice["shipped"] = shipped
         summary["export_choice"] = choice
         objectives = {k: models.get(f"{k}_objective") for k in ("distilled", "lfp_only")}

@@ -26,6 +26,7 @@ import numpy as np
 
 RECTIFY = ("none", "square", "abs")
 INIT_MODES = ("zero", "steady")
+NORM_SCOPES = ("pooled", "session")
 
 
 class ChainSpecError(ValueError):
@@ -92,10 +93,17 @@ class ChainSpec:
     # trained that way, so it stays their default) or "steady" (every section starts in the
     # steady state of a step at the first sample: a DC offset leaves no transient)
     init: str = "zero"
+    # where norm_mean/norm_std come from: "pooled" (every training session's training time: the
+    # statistics travel to a new day as they are; older bundles) or "session" (one session's own
+    # training time: the decoder was trained on features z-scored per session, so a new day needs
+    # its own statistics, label-free: `rtdecode calibrate --label-free` or `rtdecode run --renormalize`)
+    norm_scope: str = "pooled"
 
     def __post_init__(self) -> None:
         if self.init not in INIT_MODES:
             raise ChainSpecError(f"chain.init must be one of {INIT_MODES}, got {self.init!r}")
+        if self.norm_scope not in NORM_SCOPES:
+            raise ChainSpecError(f"chain.norm_scope must be one of {NORM_SCOPES}, got {self.norm_scope!r}")
         if not (self.fs > 0 and np.isfinite(self.fs)):
             raise ChainSpecError(f"chain.fs must be a positive sampling rate in Hz, got {self.fs}")
         if int(self.n_channels) < 1:
@@ -175,6 +183,7 @@ class ChainSpec:
             "norm_std": None if self.norm_std is None else self.norm_std.tolist(),
             "design": self.design,
             "init": self.init,
+            "norm_scope": self.norm_scope,
         }
 
     @classmethod
@@ -182,7 +191,7 @@ class ChainSpec:
         _check_keys(
             d,
             {"kind", "fs", "n_channels", "bin_samples", "pre_sos", "car", "branches", "norm_mean", "norm_std", "design",
-             "init"},
+             "init", "norm_scope"},
             "chain",
         )
         for req in ("fs", "n_channels", "bin_samples"):
@@ -200,6 +209,7 @@ class ChainSpec:
             kind=str(d.get("kind", "custom")),
             design=dict(d.get("design") or {}),
             init=str(d.get("init", "zero")),  # absent in older manifests: they were trained from zero state
+            norm_scope=str(d.get("norm_scope", "pooled")),  # absent in older manifests: pooled statistics
         )
 
     def __repr__(self) -> str:
@@ -207,7 +217,7 @@ class ChainSpec:
         return (
             f"ChainSpec(kind={self.kind!r}, fs={self.fs:g} Hz, n_channels={self.n_channels}, "
             f"bin={self.bin_width_s * 1e3:g} ms ({self.bin_samples} samples), pre={len(self.pre_sos)} sections, "
-            f"car={self.car}, branches=[{br}], normalized={self.normalized}, init={self.init!r})"
+            f"car={self.car}, branches=[{br}], normalized={self.normalized}, init={self.init!r}, norm_scope={self.norm_scope!r})"
         )
 
     def __eq__(self, other: object) -> bool:

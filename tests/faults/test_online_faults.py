@@ -289,3 +289,49 @@ def test_outlet_restarted_with_the_same_source_id_is_taken_back(bundle4):
     assert summary["reconnects"] == 1
     after = [m for m in h.msgs if m["t_lsl"] >= b.t0]
     assert len(after) >= 30 and after[0]["flags"] & FLAG_RECONNECTED
+
+
+def test_renormalize_refits_the_z_scoring_on_the_stream_and_then_decodes_as_offline(tmp_path, caplog):
+    """`rtdecode run --renormalize 2` on a bundle trained on per-session z-scoring, fed a day
+    whose amplitude and offsets are not its export session's: once the filters settle, the
+    chain's statistics are refit on 2 s of the stream (nothing else changes), bins carry WARMUP
+    until a model window of renormalised bins has passed, and from then on every bin is what
+    the offline pass of the bundle, renormalised on those same bins, decodes. Without the flag,
+    a warning at start says what to do."""
+    import dataclasses
+
+    from rtdecode.batch import decode_recording
+    from rtdecode.bundle import load_bundle, write_bundle
+    from rtdecode.dsp import compute_features
+    from rtdecode.runtime import warn_normalization
+
+    b0 = make_bundle(tmp_path / "b0", n_channels=4, window_bins=10, highpass_hz=None)
+    b = write_bundle(tmp_path / "b", chain=dataclasses.replace(b0.chain, norm_scope="session"), model_file=b0.model_path,
+                     model=b0.model, output_names=list(b0.output_names))  # fmt: skip
+    lfp, _ = synthetic_recording(n_samples=8000, n_channels=4, seed=4)
+    day = (lfp * np.array([3.0, 0.5, 2.0, 1.0], np.float32) + np.array([40.0, -25.0, 0.0, 10.0], np.float32)).astype(np.float32)
+    with caplog.at_level("WARNING", logger="rtdecode.runtime"):
+        assert warn_normalization(b, 0.0) and not warn_normalization(b, 2.0) and not warn_normalization(b0, 0.0)
+    assert any("--renormalize 120" in r.getMessage() and "--label-free" in r.getMessage() for r in caplog.records)
+    h = _replay_scaled(b, day, tmp_path, "renorm", renormalize_s=2.0)
+    rn = h.summary["renormalized"]
+    assert rn is not None and rn["bins"] == 200, rn
+    offset = int(round((h.summary["first_sample_ts"] - h.t0) * 1000.0))
+    x = day[offset:]
+    settle = rn["at_bin"] - rn["bins"]  # the bins summed: after the filters settled, before the refit
+    assert settle >= 0
+    raw = compute_features(b.chain.without_normalization(), x)[settle : rn["at_bin"]]
+    want = write_bundle(tmp_path / "want", chain=b.chain.with_normalization(raw.mean(0), raw.std(0)), model_file=b.model_path,
+                        model=b.model, output_names=list(b.output_names))  # fmt: skip
+    np.testing.assert_allclose(load_bundle(want.path).chain.norm_mean, raw.mean(0))
+    offline = decode_recording(want, x)
+    online = np.stack([m["values"] for m in h.msgs])
+    assert len(online) == len(offline) and len(online) > rn["at_bin"] + 200
+    warm = [bool(m["flags"] & FLAG_WARMUP) for m in h.msgs]
+    first = warm.index(False)
+    # WARMUP until the window holds only renormalised bins: bins at_bin .. at_bin + window - 1
+    assert first == rn["at_bin"] + b.model.window_bins - 1 and not any(warm[first:])
+    np.testing.assert_allclose(online[first:], offline[first:], rtol=1e-3, atol=1e-3 * np.abs(offline).max())
+    # the bundle's own statistics would have decoded something else
+    stale = decode_recording(b, x)
+    assert np.abs(stale[first:] - offline[first:]).max() > 0.1 * np.abs(offline).max()

@@ -471,3 +471,82 @@ def test_an_xdf_that_cannot_be_calibrated_on_is_refused_with_the_fix(ridge_case,
     if case != "xdf flag on npz":
         assert "Amp-LFP" in str(e.value) and ("--behavior-stream" in str(e.value) or "--xdf-stream" in str(e.value)
                                                  or "the file has" in str(e.value))  # fmt: skip
+
+
+def _stale_student(tmp_path, x, scope="session"):
+    """A small real student bundle whose z-scoring does not fit day `x` (every feature 5 sd off,
+    its spread a third of the day's), and behaviour that is what the same bundle decodes from
+    `x` under the day's own statistics, plus noise: what a per-session-normalised bundle meets
+    on a new day."""
+    import dataclasses
+
+    from rtdecode.dsp import compute_features
+    from tests.export.students import student_bundle
+
+    b = student_bundle(tmp_path / "student", "window")[0]
+    f = compute_features(b.chain.without_normalization(), x)
+    right = write_bundle(tmp_path / "right", chain=b.chain.with_normalization(f.mean(0), f.std(0)), model_file=b.model_path,
+                         model=b.model, output_names=list(b.output_names))  # fmt: skip
+    y = decode_recording(right, x)
+    y = (y + 0.2 * y.std(0) * np.random.default_rng(7).standard_normal(y.shape)).astype(np.float32)
+    stale = dataclasses.replace(b.chain.with_normalization(f.mean(0) + 5 * f.std(0), 0.3 * f.std(0)), norm_scope=scope)
+    b = write_bundle(tmp_path / f"stale-{scope}", chain=stale, model_file=b.model_path, model=b.model,
+                     output_names=list(b.output_names))  # fmt: skip
+    return b, y
+
+
+def test_label_free_renormalisation_refits_only_the_z_scoring_and_needs_no_behaviour(tmp_path):
+    """`--label-free` on a day recorded without behaviour (.npz and an NWB file with nothing
+    under processing/behavior): the new bundle's chain holds the block's own statistics (the
+    first MINUTES, nothing after them), its graph is the source's byte for byte, and on the same
+    day with behaviour the rest decodes far better than as shipped."""
+    from rtdecode.dsp import compute_features
+
+    rng = np.random.default_rng(0)  # stationary: the block's statistics are the day's
+    t = np.arange(60_000)[:, None] / 1000.0
+    x = (30 * np.sin(2 * np.pi * rng.uniform(0.5, 3, 8) * t + rng.uniform(0, 6, 8)) + 20 * rng.standard_normal((60_000, 8)))
+    x = x.astype(np.float32)
+    b, y = _stale_student(tmp_path, x)
+    bare = tmp_path / "bare.npz"
+    Recording(x, 1000.0).save(bare)
+    said = []
+    res = calibrate(b.path, bare, tmp_path / "lf", minutes=0.4, label_free=True, log=said.append)
+    new = load_bundle(tmp_path / "lf")
+    n_cal = res["bins"]["calibration"]
+    assert n_cal == 2400 and res["label_free"] and "rest" not in res  # nothing to score without behaviour
+    raw = compute_features(b.chain.without_normalization(), x)
+    np.testing.assert_allclose(new.chain.norm_mean, raw[:n_cal].mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(new.chain.norm_std, raw[:n_cal].std(0), rtol=1e-4)
+    assert not np.allclose(new.chain.norm_mean, raw.mean(0), rtol=1e-3)  # the block only, not the whole day
+    assert new.chain.norm_scope == "session" and new.files["model.onnx"] == b.files["model.onnx"]
+    assert new.provenance["calibration"]["label_free"] and not any("WARNING" in str(s) for s in said)
+    # the same day with behaviour: scored on the rest, after the block and its guard
+    rec = tmp_path / "day.npz"
+    Recording(x, 1000.0, behavior=y, behavior_names=["vel_x", "vel_y"], behavior_rate=100.0).save(rec)
+    res = calibrate(b.path, rec, tmp_path / "lf2", minutes=0.4, label_free=True, log=lambda *a: None)
+    lo, hi = res["rest"]["bins"]
+    assert lo == n_cal + res["bins"]["guard"]
+    assert np.mean(res["rest"]["recalibrated"]) > 0.8 and np.mean(res["rest"]["shipped"]) < 0.5, res["rest"]
+    got = decode_recording(load_bundle(tmp_path / "lf2"), x)
+    np.testing.assert_allclose(r2_score(y[lo:hi], got[lo:hi]), res["rest"]["recalibrated"], atol=2e-3)
+    # an NWB file of the day with no behaviour at all reads as the .npz does
+    pytest.importorskip("pynwb")
+    nwb = _nwb_without_units(tmp_path / "bare.nwb", x.astype(np.float64), 1000.0, np.zeros((6000, 0)), [], 0.01)
+    calibrate(b.path, nwb, tmp_path / "lf3", minutes=0.4, label_free=True, log=lambda *a: None)
+    np.testing.assert_allclose(load_bundle(tmp_path / "lf3").chain.norm_mean, new.chain.norm_mean, rtol=1e-3, atol=0.05)
+
+
+def test_label_free_on_a_pooled_bundle_warns_and_refuses_what_it_cannot_do(ridge_case, tmp_path, capsys):
+    bundle, path, lfp, beh, tmp = ridge_case
+    said = []
+    calibrate(bundle.path, path, tmp_path / "pooled", minutes=2, label_free=True, log=said.append)
+    assert any("chain.norm_scope = 'pooled'" in str(s) and "WARNING" in str(s) for s in said), said
+    with pytest.raises(CalibrationError, match="label-free renormalisation needs at least 10 s"):
+        calibrate(bundle.path, path, tmp_path / "short", minutes=0.1, label_free=True, log=lambda *a: None)
+    with pytest.raises(CalibrationError, match="choose one"):
+        calibrate(bundle.path, path, tmp_path / "both", minutes=2, label_free=True, renormalize=True)
+    from rtdecode.cli import main
+
+    assert main(["calibrate", str(bundle.path), str(path), "--out", str(tmp_path / "cli"), "--minutes", "1", "--label-free"]) == 0
+    assert main(["info", str(tmp_path / "cli")]) == 0
+    assert "the chain's z-scoring refit, label-free, on 1.0 min" in capsys.readouterr().out

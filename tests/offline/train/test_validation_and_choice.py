@@ -444,3 +444,59 @@ def test_the_teacher_reaches_the_lagged_spike_ridge_on_every_family(family):
     out = teacher_gap(family, str(root / "configs" / "distill_tiny.toml"), n_sessions=3, minutes=2.0, channels=32)
     for k in ("vx", "vy", "grip"):
         assert out["teacher_1bin"][k] >= out["ridge_spikes"][k], out
+
+
+def test_per_session_normalisation_reads_each_sessions_training_time_and_ships_with_the_days_statistics(tmp_path):
+    """[chain] normalize = "session": every session's features (unseen ones too) are z-scored on
+    its own fit + validation bins, never its test block; the bundle's chain holds the export
+    session's statistics and says so (norm_scope), and the report's "as shipped" figure on each
+    session is what the bundle decodes there once its statistics are that session's (what
+    `rtdecode run --renormalize` / `rtdecode calibrate --label-free` give a new day)."""
+    import dataclasses
+
+    import offline.train.pipeline as pl
+    from rtdecode.batch import decode_recording, r2_score
+    from rtdecode.bundle import load_bundle, write_bundle
+    from rtdecode.dsp import compute_features
+
+    sessions = tiny_sessions(n_bins=900)
+    chain_cfg = {"line_freq": 0, "lowpass_hz": 40.0, "normalize": "session"}
+    cfg = tiny_cfg("window", chain=chain_cfg, eval={"single_session": False, "new_embedding_steps": 1, "fit_stride": 3},
+                   export={"choose": "ridge_pooled"})  # fmt: skip
+    cfg_ = pl.load_config(cfg)
+    chain, data, n_train = pl.prepare(sessions, cfg_)
+    assert chain.norm_scope == "session"
+    for d in data:
+        own = np.concatenate([d.features[d.train], d.features[d.val]])
+        np.testing.assert_allclose(own.mean(0), 0.0, atol=1e-4)
+        np.testing.assert_allclose(own.std(0), 1.0, atol=1e-3)
+    # the test block is never read: wild LFP there leaves every earlier feature as it was
+    moved = copy.deepcopy(sessions)
+    for s, d in zip(moved, data):
+        lfp = np.array(s.lfp)
+        start = d.test.start * int(round(s.lfp_rate * s.bin_width))
+        lfp[start:] = lfp[start:] * 10 + 500
+        s.lfp = lfp
+    _, data2, _ = pl.prepare(moved, cfg_)
+    for d, d2 in zip(data, data2):
+        np.testing.assert_array_equal(d.features[: d.test.start], d2.features[: d.test.start])
+    # pooled: one set of statistics for all (the sessions' own z-scores differ from it)
+    _, pooled, _ = pl.prepare(sessions, pl.load_config({**cfg, "chain": {**chain_cfg, "normalize": "pooled"}}))
+    assert not np.allclose(pooled[-1].features[data[-1].train].std(0), 1.0, atol=0.05)
+
+    path = pl.run_distill(cfg, tmp_path / "run", sessions=sessions)
+    b = load_bundle(path)
+    assert b.chain.norm_scope == "session"
+    raw = [compute_features(b.chain.without_normalization(), s.lfp) for s in sessions]
+    e = cfg_.export.session
+    own_e = np.concatenate([raw[e][data[e].train], raw[e][data[e].val]])
+    np.testing.assert_allclose(b.chain.norm_mean, own_e.mean(0), rtol=1e-5, atol=1e-6)
+    c = json.loads((tmp_path / "run" / "report" / "metrics.json").read_text())["export_choice"]
+    for j, (r, s, d) in enumerate(zip(c["shipped"], sessions, data)):
+        own = np.concatenate([raw[j][d.train], raw[j][d.val]])
+        day = write_bundle(tmp_path / f"day{j}", chain=dataclasses.replace(b.chain.with_normalization(own.mean(0), own.std(0))),
+                           model_file=b.model_path, model=b.model, output_names=list(b.output_names))  # fmt: skip
+        te = np.arange(d.test.start, d.test.stop)
+        np.testing.assert_allclose(r["r2"], r2_score(d.behavior[te], decode_recording(day, s.lfp)[te]), atol=2e-3)
+    md = (path / "report" / "metrics.md").read_text()
+    assert "refit but the z-scoring" in md
