@@ -2,6 +2,7 @@
 finished `rtdecode distill` run whose data come from the built-in simulators.
 
     python bench/calibration_curve.py runs/s14/hga_cal --minutes 0.5,1,2,3
+    python bench/calibration_curve.py RUN --minutes 0.5,1,2 --label-free   # no behaviour read: the z-scoring only
 
 The unseen sessions are simulated again from the run's config (same seed: the same data the
 run held out). For each unseen session and each calibration length m, the run's bundle is
@@ -37,6 +38,8 @@ def main() -> int:
     ap.add_argument("run", help="run folder of rtdecode distill (simulated data)")
     ap.add_argument("--minutes", default="0.5,1,2,3", help="calibration lengths")
     ap.add_argument("--renormalize", action="store_true")
+    ap.add_argument("--label-free", dest="label_free", action="store_true",
+                    help="rtdecode calibrate --label-free: only the chain's z-scoring refit on the block, no behaviour read")
     ap.add_argument("--out", default=None, help="JSON of the figures (default: RUN/calibration_curve.json)")
     a = ap.parse_args()
     run = Path(a.run)
@@ -66,9 +69,10 @@ def main() -> int:
             rows.setdefault("shipped", []).append(r2_score(beh[ev], decode_recording(b, lfp)[ev]).tolist())
             for m in mins:
                 out = Path(tmp) / f"{s.session_id}-{m}"
-                calibrate(b.path, rec, out, minutes=m, renormalize=a.renormalize, log=lambda *x: None)
+                calibrate(b.path, rec, out, minutes=m, renormalize=a.renormalize, label_free=a.label_free, log=lambda *x: None)
                 y = decode_recording(load_bundle(out), lfp)
-                rows.setdefault(f"calibrated on {m:g} min", []).append(r2_score(beh[ev], y[ev]).tolist())
+                what = "renormalised (label-free)" if a.label_free else "calibrated"
+                rows.setdefault(f"{what} on {m:g} min", []).append(r2_score(beh[ev], y[ev]).tolist())
     names = list(b.output_names)
     eval_min = (len(beh) - lo) * s.bin_width / 60
     print(f"\nbundle {b.path} (ships {chosen}); {len(unseen)} unseen sessions ({', '.join(s.session_id for s in unseen)}); "
@@ -79,7 +83,8 @@ def main() -> int:
         v = np.asarray(v)
         per_s = " / ".join(f"{x:+.3f}" for x in v.mean(1))
         print(f"| {k} | {v.mean():+.3f} ({per_s}) | " + " | ".join(f"{x:+.3f}" for x in v.mean(0)) + " |")
-    dest = Path(a.out) if a.out else run / ("calibration_curve_renorm.json" if a.renormalize else "calibration_curve.json")
+    dest = Path(a.out) if a.out else run / ("calibration_curve_label_free.json" if a.label_free else
+                                            "calibration_curve_renorm.json" if a.renormalize else "calibration_curve.json")  # fmt: skip
     dest.write_text(json.dumps({"bundle": str(b.path), "chosen": chosen, "outputs": names, "eval_minutes": eval_min,
                                 "sessions": [s.session_id for s in unseen], "r2": rows}, indent=1))  # fmt: skip
     return 0

@@ -200,6 +200,21 @@ def soak(minutes: float, fault_every: float, out: Path, channels: int = 96, seed
         kind, after = (before[-1][1], round(tp - before[-1][0], 3)) if before else ("none", None)
         gap_runs.append({"t_pub": round(tp, 3), "fault_before": kind, "seconds_after_it": after,
                          "faults_before": [f[1] for f in before[-3:]]})
+    # each injected gap beside the runtime's estimate of it (the source's gap log: the raw stamp of
+    # the first sample after the gap, which comes after the fault by about the gap's length)
+    logged = [tuple(g) for g in summary.get("gap_log", [])]
+    mis_sized, paired = [], 0
+    for t, d in drops:
+        near = [g for g in logged if t - 0.05 <= g[0] <= t + d / 1000.0 + 0.6]
+        if not near:
+            continue
+        g = min(near, key=lambda g: abs(g[0] - (t + d / 1000.0)))
+        logged.remove(g)
+        paired += 1
+        if g[1] != d:
+            before = [f[1] for f in fault_log if f[0] < t][-4:]
+            mis_sized.append({"t": round(t, 3), "dropped": d, "counted": g[1], "how": g[2], "chunks_after": g[3],
+                              "faults_before": before})  # fmt: skip
     result = {
         "minutes": minutes,
         "channels": channels,
@@ -216,6 +231,8 @@ def soak(minutes: float, fault_every: float, out: Path, channels: int = 96, seed
         "stamping": stamping,
         "gaps_injected": len(seen),
         "gaps_found": summary.get("gaps"),
+        "gaps_paired_with_the_runtimes_estimate": paired,
+        "gaps_mis_sized": mis_sized,  # each with what the source's estimate went by and the faults before it
         "samples_dropped_by_outlet": dropped,
         "samples_filled": filled,
         "samples_dropped_near_the_stop": int(sum(maybe)),

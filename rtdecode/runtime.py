@@ -722,6 +722,7 @@ class Runtime:
             "status_ticks": self._ticks,
             "rt_priority": self.rt_priority,
             "renormalized": self.renormalized,
+            "gap_log": [list(g) for g in getattr(self.source, "gap_log", ())],  # each gap's size estimate (the last 1024)
         }
 
     def close(self) -> None:

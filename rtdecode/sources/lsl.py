@@ -66,6 +66,7 @@ hand, before this module's own work on them), `last_gap_samples`, `last_gap_at`,
 
 from __future__ import annotations
 
+import collections
 import inspect
 import logging
 import math
@@ -276,6 +277,9 @@ class LSLSource:
         # the last envelope-sized gap, for diagnostics (bench/gap_sizing.py): (envelope before,
         # lowest deficit after, both in periods; chunks after; envelope pulls; RMS residual in periods)
         self._gap_why: tuple = ()
+        # every gap's estimate, newest last (slow path only): (raw stamp of the first sample after
+        # it, samples counted lost, how: "line" | "envelope" | "mean", chunks after it it was settled on)
+        self.gap_log: collections.deque = collections.deque(maxlen=1024)
         self._fit_reset()
         # residual mean square (weight, weighted sum), kept across segments: the stream's jitter
         # does not change with a clock reset. Prior: tolerance / 6 for 1 s, so the first gaps
@@ -865,9 +869,12 @@ class LSLSource:
         starts = [g] + [i for i in range(g + 1, n) if abs(raw[i + 1] - raw[i] - T) > 1e-3 * T]
         later = sorted(float(r[i - g]) for i in starts[1:])
         vals = sorted(float(r[i - g]) for i in starts)
+        how = "mean"
         if later and later[len(later) // 2] < 0.5 * tol:  # most chunks after the first back on the line
             lost = 0
+            how = "line"
         elif settled and self._env_n >= _ENV_MIN:
+            how = "envelope"
             # a push is never early: stamps are the true time plus a delay >= 0, so compare the
             # lower envelopes (lowest residual) after and before the gap, both against the line
             # of now; late pushes, and a pusher catching up, only raise residuals and cannot
@@ -885,6 +892,7 @@ class LSLSource:
             self.last_flags |= PULL_GAP
             ev.gaps += 1
             ev.samples_lost_est += lost
+            self.gap_log.append((round(float(raw[g + 1]), 4), lost, how, len(vals)))
         else:  # stamped late (a late push), nothing missing: the count-based clock is not affected
             lost = 0
             ev.stamp_outliers += 1
