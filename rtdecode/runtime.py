@@ -38,6 +38,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .dsp import SignalChain, WindowRing
+from .dsp.spec import NORM_FLOOR
 from .dsp.kernels import count_changes, has_nonfinite, hold_nonfinite
 from pylsl import local_clock
 
@@ -501,16 +502,15 @@ class Runtime:
         """Once: the chain's z-scoring refit on the bins summed since the filters settled. The
         sums are of features normalised with the bundle's statistics (z = (x - m) / s), so the
         stream's own are m + s * mean(z) and s * std(z), written into the chain's arrays in place
-        (this runs once, off the per-bin path's budget). The model window then refills with renormalised bins (WARMUP meanwhile)."""
+        (`SignalChain.set_normalization`; this runs once). The model window then refills with
+        renormalised bins (WARMUP meanwhile)."""
         ch = self.chain
         n = float(self._rn_n)
-        std0 = 1.0 / ch._inv_std  # rare path: once per run
+        std0 = ch.norm_std  # rare path: once per run
         mz = self._rn_sum / n
-        vz = np.maximum(self._rn_sq / n - mz * mz, 0.0)
-        new_std = np.maximum(std0 * np.sqrt(vz), 1e-6)
-        flat = int((vz <= 1e-12).sum())
-        ch._mean += std0 * mz
-        ch._inv_std[:] = 1.0 / new_std
+        sz = np.sqrt(np.maximum(self._rn_sq / n - mz * mz, 0.0))
+        flat = int((std0 * sz <= NORM_FLOOR).sum())
+        ch.set_normalization(ch.norm_mean + std0 * mz, std0 * sz)
         self._warm_needed = max(self._warm_bins + 1 + self.ring.n_bins, self._warm_needed)
         self.renormalized = {"bins": int(self._rn_n), "seconds": round(self._rn_n * self.bundle.chain.bin_width_s, 3),
                              "at_bin": int(self.tel.bins), "flat_features": flat,

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .kernels import RECT_ABS, RECT_NONE, RECT_SQUARE, chain_process, has_nonfinite, hold_nonfinite, sosfilt_inplace
-from .spec import ChainSpec
+from .spec import NORM_FLOOR, ChainSpec
 
 _RECT_CODES = {"none": RECT_NONE, "square": RECT_SQUARE, "abs": RECT_ABS}
 SETTLE_TOL = 0.05  # L1 norm of the remaining impulse-response tail at which the chain counts as settled
@@ -138,6 +138,25 @@ class SignalChain:
     def samples_in_bin(self) -> int:
         """Samples already accumulated into the bin in progress."""
         return int(self._count[0])
+
+    @property
+    def norm_mean(self) -> np.ndarray:
+        """The z-scoring's mean as the chain applies it now (a copy)."""
+        return self._mean.copy()
+
+    @property
+    def norm_std(self) -> np.ndarray:
+        """The z-scoring's std as the chain applies it now (a new array)."""
+        return 1.0 / self._inv_std
+
+    def set_normalization(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Replace the z-scoring in place (the arrays the kernel reads; no reallocation), e.g.
+        `rtdecode run --renormalize` once it has the stream's own statistics. std is floored as
+        `rtdecode.dsp.design.fit_normalization` floors it."""
+        if not self._use_norm:
+            raise ValueError("this chain has no normalisation to replace")
+        self._mean[:] = mean
+        np.divide(1.0, np.maximum(std, NORM_FLOOR), out=self._inv_std)
 
     def reset(self) -> None:
         """Zero all filter state and the bin in progress (e.g. after a reconnect)."""

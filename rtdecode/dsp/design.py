@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import signal
 
-from .spec import BranchSpec, ChainSpec, ChainSpecError
+from .spec import NORM_FLOOR, BranchSpec, ChainSpec, ChainSpecError
 
 CHAIN_KINDS = ("lfp", "lmp_bands")
 
@@ -95,7 +95,7 @@ def design_chain(
     )  # fmt: skip
 
 
-def fit_normalization(features: np.ndarray, floor: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+def fit_normalization(features: np.ndarray, floor: float = NORM_FLOOR) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and std of training features (n_bins, n_features); std floored."""
     f = np.asarray(features, dtype=np.float64)
     mean = f.mean(axis=0)

@@ -27,6 +27,7 @@ import numpy as np
 RECTIFY = ("none", "square", "abs")
 INIT_MODES = ("zero", "steady")
 NORM_SCOPES = ("pooled", "session")
+NORM_FLOOR = 1e-6  # the least std a feature is z-scored by (a flat feature stays near 0)
 
 
 class ChainSpecError(ValueError):
