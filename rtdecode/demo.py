@@ -91,8 +91,13 @@ def _demo_bundle(out: Path, config: str | None, quick: bool):
     return demo_artifacts(config or str(DEFAULT_CONFIG), out)
 
 
-def live_decode(bundle: Bundle, rec: Recording, *, seconds: float, address: str, out: Path) -> dict:
-    """Replay `rec` over LSL (another process), decode live, subscribe; return the scores."""
+def live_decode(bundle: Bundle, rec: Recording, *, seconds: float, address: str, out: Path, run_kw: dict | None = None,
+                arrays: dict | None = None) -> dict:  # fmt: skip
+    """Replay `rec` over LSL (another process), decode live, subscribe; return the scores.
+
+    run_kw: more RunConfig fields (e.g. renormalize_s); arrays: if given, filled with the
+    per-message `values`, `flags`, `q` (position on the behaviour's bin grid) and `scored`,
+    so that a caller can score something else on exactly the bins scored online."""
     from .runtime import RunConfig, Runtime
     from .sinks.zmq import Subscriber
     from pylsl import local_clock
@@ -103,7 +108,7 @@ def live_decode(bundle: Bundle, rec: Recording, *, seconds: float, address: str,
     clip.save(path)
     name = f"rtdecode-demo-{int(time.time() * 1e3) % 10**8}"
     cfg = RunConfig(stream=name, bundle=str(bundle.path), address=address, backend="auto", quiet=True,
-                    resolve_timeout_s=30.0)  # fmt: skip
+                    resolve_timeout_s=30.0, **(run_kw or {}))  # fmt: skip
     sub = Subscriber(address, topics=("kinematics",))
     box: dict = {}
     rt_ready = threading.Event()
@@ -169,6 +174,10 @@ def live_decode(bundle: Bundle, rec: Recording, *, seconds: float, address: str,
         "bins_warmup": int(np.count_nonzero(flags & FLAG_WARMUP)),
         "bins_scored": int(np.count_nonzero(pos["scored"])) if n_truth else 0,
     }  # fmt: skip
+    if summary.get("renormalized") is not None:
+        result["renormalized"] = summary["renormalized"]
+    if arrays is not None:
+        arrays.update(values=values, flags=flags, q=pos["q"], scored=pos["scored"], summary=summary)
     sc = pos["scored"]
     if n_truth and np.count_nonzero(sc) > 10:
         truth = truth_at(np.asarray(rec.behavior, np.float64), pos["q"][sc])
