@@ -33,6 +33,17 @@ from rtdecode.bundle import load_bundle  # noqa: E402
 from rtdecode.recording import Recording  # noqa: E402
 
 
+def session_lfp(b, s) -> tuple[np.ndarray, list[str]]:
+    """A simulated session's LFP (float32) and channel ids, in the bundle's channel order when
+    the bundle names the same channels."""
+    lfp = np.asarray(s.lfp, np.float32)
+    ids = [str(c) for c in s.channel_ids]
+    if b.channel_names and sorted(ids) == sorted(b.channel_names):
+        lfp = lfp[:, [ids.index(c) for c in b.channel_names]]
+        ids = list(b.channel_names)
+    return lfp, ids
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", help="run folder of rtdecode distill (simulated data)")
@@ -53,11 +64,7 @@ def main() -> int:
     chosen = b.provenance.get("decoder_choice", {}).get("chosen", "?")
     with tempfile.TemporaryDirectory() as tmp:
         for s in unseen:
-            lfp = np.asarray(s.lfp, np.float32)
-            ids = [str(c) for c in s.channel_ids]
-            if b.channel_names and sorted(ids) == sorted(b.channel_names):
-                lfp = lfp[:, [ids.index(c) for c in b.channel_names]]
-                ids = list(b.channel_names)
+            lfp, ids = session_lfp(b, s)
             beh = np.asarray(s.behavior, np.float32)
             rec = Path(tmp) / f"{s.session_id}.npz"
             Recording(lfp, s.lfp_rate, channel_names=ids, behavior=beh, behavior_names=list(s.behavior_names),

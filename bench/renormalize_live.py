@@ -27,6 +27,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from calibration_curve import session_lfp  # noqa: E402
 
 from offline.calibrate import calibrate  # noqa: E402
 from offline.train.pipeline import load_config, load_sessions  # noqa: E402
@@ -60,11 +63,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for i in (int(x) for x in a.sessions.split(",")):
             s = unseen[i]
-            lfp = np.asarray(s.lfp, np.float32)
-            ids = [str(c) for c in s.channel_ids]
-            if b.channel_names and sorted(ids) == sorted(b.channel_names):
-                lfp = lfp[:, [ids.index(c) for c in b.channel_names]]
-                ids = list(b.channel_names)
+            lfp, ids = session_lfp(b, s)
             beh = np.asarray(s.behavior, np.float64)
             rec = Recording(lfp, s.lfp_rate, channel_names=ids, behavior=beh.astype(np.float32),
                             behavior_names=list(s.behavior_names), behavior_rate=1.0 / s.bin_width)  # fmt: skip
