@@ -112,14 +112,21 @@ def _replay_scaled(bundle, lfp, tmp_path, tag: str, **harness) -> Harness:
     rec = tmp_path / f"{tag}.npz"
     Recording(lfp, 1000.0).save(rec)
     name = unique_name(tag)
-    h = Harness(bundle, name, **harness).start()
-    proc = subprocess.Popen([sys.executable, "-m", "rtdecode.cli", "replay", str(rec), "--name", name, "--chunk", "10"],
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    return _until_outlet_ends(Harness(bundle, name, **harness),
+                              ["-m", "rtdecode.cli", "replay", str(rec), "--name", name, "--chunk", "10"])  # fmt: skip
+
+
+def _until_outlet_ends(h: Harness, outlet_args: list[str], timeout: float = 30.0) -> Harness:
+    """Start the runtime, then the outlet (`python ARGS`, another process, which prints
+    `READY <t0>`), and collect until the outlet exits; h.t0 is the outlet's t0 (sample k is due
+    at t0 + k / rate)."""
+    h.start()
+    proc = subprocess.Popen([sys.executable, *outlet_args], stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         assert line.startswith("READY"), line
-        h.t0 = float(line.split()[1])  # replay stamps sample k at t0 + k / rate
-        h.collect(lambda h: proc.poll() is not None, timeout=30)
+        h.t0 = float(line.split()[1])
+        h.collect(lambda h: proc.poll() is not None, timeout=timeout)
         time.sleep(0.3)
     finally:
         proc.kill()
@@ -359,22 +366,11 @@ def test_renormalize_on_an_arrival_stamped_jittered_stream_decodes_as_offline(tm
     rec = tmp_path / "day.npz"
     Recording(day, 1000.0).save(rec)
     name = unique_name("rnarr")
-    h = Harness(b, name, renormalize_s=2.0, deadline_ms=60.0).start()
-    proc = subprocess.Popen([sys.executable, "-m", "rtdecode.bench", "outlet", str(rec), "--name", name, "--source-id",
-                             unique_name("sid"), "--duration", "8.5", "--stamping", "arrival", "--jitter", "0.003",
-                             "--log", str(tmp_path / "push.npz")], stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("READY"), line
-        t0 = float(line.split()[1])
-        h.collect(lambda h: proc.poll() is not None, timeout=40)
-        time.sleep(0.3)
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        h.stop()
-    s = h.summary
+    h = _until_outlet_ends(Harness(b, name, renormalize_s=2.0, deadline_ms=60.0),
+                           ["-m", "rtdecode.bench", "outlet", str(rec), "--name", name, "--source-id", unique_name("sid"),
+                            "--duration", "8.5", "--stamping", "arrival", "--jitter", "0.003", "--log",
+                            str(tmp_path / "push.npz")], timeout=40)  # fmt: skip
+    t0, s = h.t0, h.summary
     push = np.load(tmp_path / "push.npz")
     assert np.any(np.abs(push["stamp"] - push["due"]) > 1e-3), "the stamps were not jittered: the test shows nothing"
     assert s["gaps"] == 0 and s["filled_samples"] == 0 and s["source_events"]["clock_resets"] == 0, s["source_events"]
