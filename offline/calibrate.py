@@ -404,7 +404,7 @@ def load_calibration(path, bundle: Bundle, mapping: str | None = None, log=print
             import pynwb  # noqa: F401
         except ImportError:
             raise CalibrationError(f"{path}: reading NWB files needs pynwb: pip install 'rtdecode[train]'") from None
-        from offline.data.nwb import NWBMapping, NWBMappingError, read_session
+        from offline.data.nwb import NWBMapping, NWBMappingError, NWBReadError, read_session
 
         base = nwb_mapping_for(path, mapping) if mapping else (_training_mapping(bundle, path) or NWBMapping())
         m = replace(base, bin_width=bw)
@@ -413,7 +413,7 @@ def load_calibration(path, bundle: Bundle, mapping: str | None = None, log=print
             n_keep = s.lfp.shape[0] if max_bins is None else min(s.lfp.shape[0], max_bins * bundle.chain.bin_samples)
             lfp_lazy, lfp = s.lfp, np.asarray(s.lfp[:n_keep], np.float32)
             lfp_lazy.close()
-        except NWBMappingError:
+        except (NWBMappingError, NWBReadError):
             raise
         except (OSError, KeyError, ValueError, TypeError, AttributeError) as e:
             raise CalibrationError(f"{path}: not a readable NWB file ({type(e).__name__}: {e}); check that the copy is "

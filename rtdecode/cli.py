@@ -447,6 +447,7 @@ USER_ERRORS = (
     ("rtdecode.sources.lsl", "AmbiguousStreamError"),
     ("rtdecode.sinks.zmq", "PublishAddressError"),
     ("offline.data.nwb", "NWBMappingError"),
+    ("offline.data.nwb", "NWBReadError"),
     ("offline.data.session", "SessionError"),
 )
 # known failures while running (exit 1, one line): the message says what failed and where its log is

@@ -121,6 +121,11 @@ def from_dict(cls: type[T], d: dict, where: str = "config") -> T:
             continue
         ok, conv = _type_ok(value, tp)
         if not ok:
+            allowed = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) is typing.Literal else []
+            if allowed:
+                close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+                raise ConfigError(f"{sub}: {value!r} is not one of {', '.join(repr(a) for a in allowed)}"
+                                  + (f" (did you mean {close[0]!r}?)" if close else ""))  # fmt: skip
             raise ConfigError(f"{sub}: expected {_tname(tp)}, got {type(value).__name__} ({value!r})")
         kwargs[name] = conv
     missing = [

@@ -209,10 +209,12 @@ def _load_nwb(path: Path, mapping, max_seconds: float | None) -> Recording:
         import pynwb  # noqa: F401
     except ImportError:
         raise RecordingError(f"{path}: playing NWB files needs pynwb: pip install 'rtdecode[replay]'") from None
-    from offline.data.nwb import NWBMappingError, read_lfp
+    from offline.data.nwb import NWBMappingError, NWBReadError, read_lfp
 
     try:
         data, info = read_lfp(path, mapping, max_seconds=max_seconds)  # only what will be played is loaded
+    except NWBReadError as e:
+        raise RecordingError(str(e)) from None
     except NWBMappingError as e:
         raise RecordingError(f"{e}\n(choose the series with --nwb-lfp PATH, or --mapping TOML)") from None
     except (OSError, KeyError, ValueError, TypeError, AttributeError) as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 from pathlib import Path
 from typing import Mapping
 
@@ -36,7 +37,21 @@ def load_run_config(config: str | None = None, overrides: Mapping | None = None,
     where = "rtdecode run"
     if config:
         tables = load_toml(config)
-        base = dict(tables.get("run", tables))
+        if "run" in tables:  # the [run] table and nothing beside it: a key above it, or another table, is a mistake
+            stray = [k for k in tables if k != "run"]
+            if stray:
+                k = stray[0]
+                if isinstance(tables[k], dict):
+                    raise ConfigError(f"{config}: table [{k}] beside [run] would be ignored: a run config holds only the [run] table")
+                raise ConfigError(f"{config}: key {k!r} above [run] would be ignored: move it into [run]")
+            base = dict(tables["run"])
+        else:
+            for k, v in tables.items():  # the whole file is the table; a sub-table is a misspelt [run]
+                if isinstance(v, dict):
+                    close = difflib.get_close_matches(k, ["run"], n=1, cutoff=0.5)
+                    raise ConfigError(f"{config}: table [{k}]: a run config is a [run] table (or its keys alone)"
+                                      + (f": did you mean [{close[0]}]?" if close else ""))  # fmt: skip
+            base = dict(tables)
         where = f"{config} [run]"
     flags = flags or {}
     overrides = overrides or {}

@@ -45,13 +45,61 @@ from pathlib import Path
 
 import numpy as np
 
-from .session import Session
+from .session import Session, SessionError
+
+log = logging.getLogger(__name__)
 
 META_NAME = "rtdecode"
 
 
 class NWBMappingError(ValueError):
     """The mapping does not fit the file; the message lists what the file contains."""
+
+
+class NWBReadError(ValueError):
+    """The file cannot be read as NWB at all (truncated, damaged, not NWB): no mapping helps."""
+
+
+# what h5py / hdmf / pynwb raise on a file whose bytes are damaged (a truncated or interrupted copy)
+_DAMAGED = (OSError, KeyError, RuntimeError, TypeError, AttributeError, ValueError, IndexError)
+# raised on purpose by the readers: passed through as they are
+_OWN = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, SessionError)
+
+
+def _readable(func):
+    """`func(path, ...)` reads an NWB file: a damaged file raises NWBReadError naming it and the
+    fix, not a traceback from h5py; a file pynwb reads only with broken links (damaged
+    mid-way) and that the mapping then does not fit says so too."""
+    import functools
+    import warnings
+
+    @functools.wraps(func)
+    def wrapper(path, *args, **kwargs):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            try:
+                out = func(path, *args, **kwargs)
+            except (NWBReadError, *_OWN):
+                raise
+            except NWBMappingError as e:
+                broken = [str(w.message) for w in seen if type(w.message).__name__ == "BrokenLinkWarning"]
+                if not broken:
+                    raise
+                raise NWBReadError(f"{path}: the file has {len(broken)} broken link(s) ({broken[0][:120]}), so it is "
+                                   f"probably damaged (an interrupted copy or export); what could be read: {e}") from None
+            except _DAMAGED as e:
+                if type(e).__name__ == "ConfigError":  # a mapping table that does not parse
+                    raise
+                raise NWBReadError(f"{path}: not a readable NWB file ({type(e).__name__}: {str(e)[:200]}); it may be "
+                                   "truncated or damaged (an interrupted copy or export): copy or export it again") from None
+        for w in seen:  # the others as they would have been shown; a broken link in the log
+            if type(w.message).__name__ == "BrokenLinkWarning":
+                log.warning("%s: %s", path, w.message)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return out
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -484,6 +532,7 @@ def _check_continuous(path, lfp_path: str, timestamps, rate: float, chunk: int =
                                   "segment as its own file (one session each), or point mapping.lfp at a continuous series")  # fmt: skip
 
 
+@_readable
 def read_lfp(path: str | Path, mapping: NWBMapping | dict | None = None, max_samples: int | None = None,
              max_seconds: float | None = None):  # fmt: skip
     """The mapping's LFP, loaded: (float32 (n, channels) microvolts, LFPInfo); only the first
@@ -707,6 +756,7 @@ def _behavior_hint(inv: dict, m: NWBMapping) -> str:
             f"    [data.nwb.outputs]\n{table}")  # fmt: skip
 
 
+@_readable
 def describe_file(path: str | Path, mapping: NWBMapping | None = None, where: str = "the default mapping") -> tuple[str, bool]:
     """`rtdecode info FILE.nwb`: every object in the file, then what `mapping` (default: the
     default mapping) reads from it, or why it cannot and what to set. Returns (text, readable)."""
@@ -790,6 +840,7 @@ def _bin_edges(es, n_bins: int, spb: int, bin_width: float) -> np.ndarray | None
     return e[: n_bins + 1]
 
 
+@_readable
 def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, lazy: bool = True, spikes: bool = True,
                  fill_behavior: bool = True, behavior_optional: bool = False) -> Session:  # fmt: skip
     """Read one session. With `lazy`, `session.lfp` stays on disk (a LazyArray). `spikes=False`:

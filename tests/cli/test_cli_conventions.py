@@ -123,6 +123,24 @@ def test_run_config_file_values_are_checked_like_flags(tmp_path, bundle):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("text, expect", [
+    ('resolve_timeout_s = 1.0\n[run]\nbundle = "{b}"\n', "key 'resolve_timeout_s' above [run] would be ignored: move it into [run]"),
+    ('[run]\nbundle = "{b}"\n[runn]\nthreads = 2\n', "table [runn] beside [run] would be ignored"),
+    ('[rn]\nbundle = "{b}"\n', "did you mean [run]?"),
+    ('[run]\nbundle = "{b}"\nstall_policy = "newst"\n', "'newst' is not one of 'all', 'newest' (did you mean 'newest'?)"),
+    ('[run]\nbundle = "{b}"\ngc_mode = "off"\n', "'off' is not one of 'tick', 'python'"),
+])
+def test_a_run_config_refuses_keys_it_would_ignore_and_lists_a_choice(tmp_path, bundle, text, expect):
+    """A key above the [run] table, a second table or a misspelt [run] would be silently
+    ignored; a choice outside its allowed values names them. Exit 2, one line, before any
+    stream is looked for."""
+    toml = tmp_path / "run.toml"
+    toml.write_text(text.format(b=bundle.path))
+    r = _cli("run", "--config", str(toml), "--stream", "never-looked-for")
+    assert r.returncode == 2 and expect in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_info_json_prints_json_only(bundle):
     r = _cli("info", str(bundle.path), "--json")
     assert r.returncode == 0, r.stderr

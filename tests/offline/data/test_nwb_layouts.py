@@ -464,3 +464,43 @@ def test_a_file_from_pynwbs_own_mock_generator_reads_by_the_default_mapping(tmp_
     assert s.behavior_names == ["hand_x", "hand_y", "hand_vx", "hand_vy"]
     t = (np.arange(2000) + 0.5) * 0.01  # bin centres; position linearly interpolated from 60 Hz
     np.testing.assert_allclose(s.behavior[:, 0], np.interp(t, np.arange(1200) / 60.0, hand[:, 0]), rtol=1e-5, atol=1e-7)
+
+
+def _damage(src: Path, dst: Path, where: str) -> Path:
+    """A copy of `src` with bytes overwritten as an interrupted copy leaves them: its last
+    third zeroed ("tail"), or a block of 0xff past the superblock ("middle")."""
+    b = bytearray(src.read_bytes())
+    if where == "tail":
+        b[len(b) - len(b) // 3 :] = bytes(len(b) // 3)
+    else:
+        b[2000:2000 + 60000] = b"\xff" * 60000
+    dst.write_bytes(bytes(b))
+    return dst
+
+
+@pytest.mark.parametrize("where", ["tail", "middle"])
+def test_a_damaged_file_is_refused_in_one_line_by_info_distill_and_replay(tmp_path, where):
+    """A file that still opens as HDF5 but whose objects are damaged: `rtdecode info`, the
+    distill config's loader and replay's reader each refuse it naming the file and the fix
+    (copy it again), never with an h5py traceback; an undamaged copy reads."""
+    import subprocess
+    import sys
+
+    from offline.data.nwb import NWBReadError, read_lfp, read_session
+    from rtdecode.config import ConfigError
+
+    good = write_layout_a(tmp_path / "good.nwb", truth(3))
+    bad = _damage(good, tmp_path / "bad.nwb", where)
+    r = subprocess.run([sys.executable, "-m", "rtdecode.cli", "info", str(bad)], capture_output=True, text=True)
+    out = r.stdout + r.stderr
+    assert r.returncode == 2, out
+    assert "Traceback" not in out and str(bad) in out and ("damaged" in out or "not a readable NWB" in out), out
+    with pytest.raises(NWBReadError, match="damaged") as e:
+        read_session(bad, {"behavior_module": "tracking"})
+    assert str(bad) in str(e.value)
+    with pytest.raises((NWBReadError, ConfigError), match="damaged"):
+        _load(_config(tmp_path, [good, bad]))
+    if where == "tail":
+        with pytest.raises(NWBReadError, match="copy or export it again"):
+            read_lfp(bad)
+    assert read_session(good, {"behavior_module": "tracking"}).lfp.shape[1] == CH  # the same reader, undamaged
