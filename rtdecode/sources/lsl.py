@@ -100,6 +100,35 @@ _MAX_DRIFT = 1e-3  # the fitted period stays within this of the nominal one
 _SETTLE_SIGMA = 0.05  # fit RMS residual (in periods) above which a gap's size is settled on later chunks
 _ENV = 256  # pulls in the lower envelope of the stamps (gap sizing): ~2.5 s of 10-sample chunks
 _ENV_MIN = 8  # pulls in the envelope before it sizes gaps (fewer: the mean of the residuals does)
+_CATCHUP_S = 2.0  # wall time a suspected gap may wait, beyond gap_settle_s, for a pusher catching up to end
+
+
+def _catching_up(seq: list[float], tol: float) -> bool:
+    """The residuals of the chunks after a suspected gap, in arrival order, fall back toward
+    the line: a pusher that stalled and is now pushing its backlog, each chunk stamped at push
+    time, so later chunks are less late. A loss keeps them level (its deficit), jitter moves
+    them by less than the tolerance: the lowest of the second half is below the lowest of the
+    first half by more than the tolerance only while a backlog drains."""
+    m = len(seq) // 2
+    return m >= 2 and min(seq[m:]) < min(seq[:m]) - tol
+
+
+_LEVEL = 16  # chunks whose residuals stay within the tolerance of each other: a backlog has drained
+
+
+def _level_from(seq: list[float], tol: float) -> int | None:
+    """Index of the first chunk of the level tail of `seq` (at least _LEVEL chunks, all within
+    `tol` of each other), or None while there is none."""
+    if len(seq) < _LEVEL:
+        return None
+    lo = hi = seq[-1]
+    e = len(seq) - 1
+    for i in range(len(seq) - 2, -1, -1):
+        lo, hi = min(lo, seq[i]), max(hi, seq[i])
+        if hi - lo >= tol:
+            break
+        e = i
+    return e if len(seq) - e >= _LEVEL else None
 
 _FORMAT_NAMES = {
     pylsl.cf_float32: "float32",
@@ -140,6 +169,7 @@ class SourceEvents:
     clock_resets: int = 0
     backsteps: int = 0  # pulls whose raw stamps did not increase (jitter; absorbed by the dejittered clock)
     stamp_outliers: int = 0  # chunks stamped off the dejittered clock beyond the tolerance, nothing lost
+    catchups: int = 0  # pulls of a pusher catching up after it stalled (its stamps late and falling back to the line)
     stalls: int = 0  # no sample for stall_timeout
     lost: int = 0  # liblsl reported the outlet gone
     reconnects: int = 0
@@ -867,10 +897,40 @@ class LSLSource:
         r = self._residuals(g, n, k + g)
         raw = self._raw
         starts = [g] + [i for i in range(g + 1, n) if abs(raw[i + 1] - raw[i] - T) > 1e-3 * T]
-        later = sorted(float(r[i - g]) for i in starts[1:])
-        vals = sorted(float(r[i - g]) for i in starts)
+        seq = [float(r[i - g]) for i in starts]  # each chunk's residual, in arrival order
+        later = sorted(seq[1:])
+        vals = sorted(seq)
         how = "mean"
-        if later and later[len(later) // 2] < 0.5 * tol:  # most chunks after the first back on the line
+        e = _level_from(seq, tol)
+        fit_from = g  # the late chunks of a drained backlog stay out of the fit
+        if e is not None and e > 0 and seq[0] - min(seq[e:]) > tol:
+            # late chunks, then level ones: a pusher that stalled and has drained its backlog (each
+            # chunk stamped when pushed, so the backlog's stamps say when it was pushed, not
+            # acquired), or one late push before a loss. Only the level chunks say what is
+            # missing: a deficit left once the backlog has drained was lost during the stall
+            ev.catchups += 1
+            level = sorted(seq[e:])
+            fit_from = starts[e]
+            if level[len(level) // 2] < 0.5 * tol:
+                lost, how = 0, "line"
+            else:
+                how = "drained"
+                pre = self._envelope(a, b, len(level)) if self._env_n >= _ENV_MIN else 0.0
+                lost = int(round((level[0] - pre) / b)) if settled else int(round(sum(level) / len(level) / b))
+        elif _catching_up(seq, tol):
+            # a stalled pusher still draining its backlog: late, not lost (yet known). Nothing is
+            # filled; the late stamps stay out of the fit (a push is never early, so lateness says
+            # nothing of the clock) and the count-based clock runs on. Whatever deficit is left once
+            # the backlog has drained (a loss during the stall) is a gap of a later pull.
+            ev.catchups += 1
+            ev.stamp_outliers += 1
+            self._emit(0, g, k)
+            self._emit(g, n, k + g)
+            self._k = k + n
+            return n
+        if how != "mean":  # sized on a drained backlog's level chunks, above
+            pass
+        elif later and later[len(later) // 2] < 0.5 * tol:  # most chunks after the first back on the line
             lost = 0
             how = "line"
         elif settled and self._env_n >= _ENV_MIN:
@@ -897,7 +957,7 @@ class LSLSource:
             lost = 0
             ev.stamp_outliers += 1
         k2 = k + g + lost
-        self._fit_add(g, n, k2)
+        self._fit_add(fit_from, n, k2 + (fit_from - g))
         self._emit(0, g, k)
         self._emit(g, n, k2)
         self._k = k2 + (n - g)
@@ -945,7 +1005,12 @@ class LSLSource:
         a, b = self._line()
         while n < self.max_chunk and inlet is not None:
             starts = [i for i in range(g + 1, n) if abs(raw[i + 1] - raw[i] - T) > 1e-3 * T]
-            if len(starts) + 1 >= need or raw[n] - raw[g + 1] >= self.gap_settle_s or time.monotonic() >= t_end:
+            now = time.monotonic()
+            seq = [raw[i + 1] - (self._ft + a + b * (self._k + i - self._fk)) for i in [g, *starts]]
+            if seq[-1] > 0.5 * tol and _catching_up(seq, tol):  # a backlog still draining: wait for its end
+                if now >= t_end + _CATCHUP_S:
+                    break
+            elif len(starts) + 1 >= need or raw[n] - raw[g + 1] >= self.gap_settle_s or now >= t_end:
                 break
             if starts:  # chunks after the first one back on the line: a late push, not a loss; decide now
                 later = sorted(raw[i + 1] - (self._ft + a + b * (self._k + i - self._fk)) for i in starts)

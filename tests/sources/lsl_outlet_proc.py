@@ -8,7 +8,8 @@ sample k is stamped t0 + k / rate, and the chunk ending with it is pushed at tha
 
 Prints ``READY <t0>`` once the outlet exists; pushes until --duration or until killed.
 Faults: --flat-channel C holds channel C constant; --gap-at/--gap-len skip pushing samples (their timestamps still advance);
---reset-at shifts timestamps back by --reset-by seconds from that sample on (clock reset).
+--reset-at shifts timestamps back by --reset-by seconds from that sample on (clock reset);
+--pause-at/--pause-s stall the pusher once, after which it catches up as fast as it can.
 --stamping arrival stamps each chunk as acquisition software does (local_clock() at push time plus
 0..--jitter-ms, liblsl back-dates the chunk's other samples); --chunk-max varies the chunk sizes.
 """
@@ -45,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="arrival: stamp each chunk with local_clock() at push time plus --jitter-ms (liblsl back-dates the rest)")
     p.add_argument("--jitter-ms", type=float, default=0.0, help="arrival stamping: uniform 0..this added to each chunk's stamp")
     p.add_argument("--chunk-max", type=int, default=0, help="chunk sizes drawn uniformly from 1..this (0: always --chunk)")
+    p.add_argument("--pause-at", type=int, default=-1,
+                   help="the pusher stalls once before this sample for --pause-s, then pushes its backlog as fast as it can")
+    p.add_argument("--pause-s", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
 
@@ -62,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         c = int(rng.integers(1, a.chunk_max + 1)) if a.chunk_max > 0 else a.chunk
         end = k + c  # this chunk holds samples k .. end-1
         due = t0 + (end - 1) / a.rate
+        if 0 <= a.pause_at < end:  # a pusher that stalls (a busy acquisition thread), then catches up:
+            time.sleep(a.pause_s)  # the chunks due meanwhile go out back to back, each stamped when pushed
+            a.pause_at = -1
         delay = due - pylsl.local_clock()
         if delay > 0:
             time.sleep(delay)

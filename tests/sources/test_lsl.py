@@ -275,6 +275,36 @@ def test_real_loss_under_jitter_is_counted_exactly(lsl_outlet, seed):
     assert ev.clock_resets == 0
 
 
+@pytest.mark.parametrize("pause_s, gap_len", [(0.45, 0), (1.0, 0), (1.0, 37)])
+def test_a_stalled_pusher_catching_up_fills_only_what_it_lost(lsl_outlet, pause_s, gap_len):
+    # found by a new-user probe: an arrival-stamped pusher that stalls (0.45 s, under the stall
+    # timeout, and 1 s, over it), then pushes its backlog back to back in chunks of 1-19, each
+    # stamped when pushed. Nothing lost: nothing filled, no clock reset, every sample once and
+    # in order, one fitted period apart. 37 samples lost during the stall: exactly 37 counted,
+    # once; where the backlog is larger than one pull (max_chunk) the loss is counted where the
+    # drained stamps turn level, at most one pull after it (docs/faults.md)
+    o = lsl_outlet(unique_name("Catch"), channels=CH, duration=30.0, pause_at=4000, pause_s=pause_s,
+                   gap_at=3990 if gap_len else -1, gap_len=gap_len, seed=5, **ARRIVAL)  # fmt: skip
+    with source(o.name) as src:
+        idx, ts, pulls = collect(src, lambda i: i[-1] >= 7000, timeout=20)
+        ev = src.events
+        max_chunk = src.max_chunk
+    assert idx[0] < 3990
+    assert ev.clock_resets == 0, ev
+    assert ev.gaps == (1 if gap_len else 0) and ev.samples_lost_est == gap_len, ev
+    step = np.round(np.diff(ts) * RATE, 2)  # periods between consecutive published stamps
+    if not gap_len:
+        assert np.all(np.diff(idx) == 1)
+        np.testing.assert_allclose(step, 1.0, atol=5e-2)
+        return
+    flagged = [p for p in pulls if p[4] & PULL_GAP]
+    assert len(flagged) == 1 and flagged[0][2] == gap_len
+    at = flagged[0][1] + flagged[0][3]  # the first sample after the samples counted lost
+    assert 3990 + gap_len <= at <= 3990 + gap_len + max_chunk, at
+    big = np.flatnonzero(np.abs(step - 1.0) > 5e-2)
+    assert len(big) == 1 and idx[big[0] + 1] == at and abs(step[big[0]] - (gap_len + 1)) < 5e-2, (big, step[big])
+
+
 def test_clock_reset_is_found_under_jitter(lsl_outlet):
     o = lsl_outlet(unique_name("Rst"), channels=CH, duration=30.0, reset_at=2500, reset_by=10.0, seed=4, **ARRIVAL)
     with source(o.name) as src:

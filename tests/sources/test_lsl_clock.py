@@ -116,3 +116,64 @@ def test_a_late_chunk_then_a_clock_reset_in_one_pull_starts_a_new_segment_cleanl
     assert src.events.clock_resets == 1 and src.events.gaps == 0 and src.events.samples_lost_est == 0
     ts = src.timestamps[:CHUNK]
     np.testing.assert_allclose(np.diff(ts), T, atol=1e-6)
+
+
+def _stall_and_catch_up(seed: int, stall_s: float, lost: int = 0, chunk_max: int = 10, pull: int = 100):
+    """3 s of 10-sample chunks pushed 0-3 ms late, then the pusher stalls for `stall_s` (with
+    `lost` samples never pushed), then drains its backlog as fast as it can, 1..chunk_max samples
+    a push, each chunk stamped when pushed (0.2 ms apart), then streams on as before; the
+    inlet's buffer hands the backlog over `pull` samples at a time, then the next 30 chunks in
+    one pull. Returns the source and
+    the published stamps of every sample."""
+    rng = np.random.default_rng(seed)
+    src, p = LSLSource("clock-test", n_channels=1, sampling_rate=RATE), Pusher()
+    out = []
+    for d in jitter(rng, 300):
+        feed(src, p.chunk(d))
+        out.append(src.timestamps[:CHUNK].copy())
+    t_resume = p.t0 + (p.k - 1) * T + stall_s
+    p.k += lost
+    backlog, w = [], t_resume
+    while True:  # the pusher is behind while its next sample's due time is before now
+        c = int(rng.integers(1, chunk_max + 1))
+        last = p.k + c - 1
+        if p.t0 + last * T > w:
+            break
+        backlog.append(w - (c - 1 - np.arange(c)) * T)
+        p.k += c
+        w += 0.2e-3
+    stamps = np.concatenate(backlog)
+    for i in range(0, len(stamps), pull):
+        n = feed(src, stamps[i : i + pull])
+        out.append(src.timestamps[:n].copy())
+    # the first chunks after the backlog in one pull, as `_settle` gathers them on a live inlet
+    n = feed(src, np.concatenate([p.chunk(d) for d in jitter(rng, 30)]))
+    out.append(src.timestamps[:n].copy())
+    for d in jitter(rng, 200):
+        feed(src, p.chunk(d))
+        out.append(src.timestamps[:CHUNK].copy())
+    return src, np.concatenate(out), p.k
+
+
+@pytest.mark.parametrize("seed, stall_s", [(0, 0.45), (1, 1.0), (2, 1.0), (3, 2.5)])
+def test_a_stalled_pusher_catching_up_is_late_not_lost(seed, stall_s):
+    # found by a new-user probe: a pusher that stalls, then drains its backlog in small chunks
+    # stamped at push time, looked like a loss to the first 60 chunks after the stall (643
+    # samples filled after 1 s, then a clock reset as the stamps came back). Nothing is lost:
+    # nothing may be filled, no clock reset found, and every sample keeps one period's spacing
+    src, ts, total = _stall_and_catch_up(seed, stall_s)
+    ev = src.events
+    assert ev.gaps == 0 and ev.samples_lost_est == 0 and ev.clock_resets == 0, ev
+    assert ev.catchups >= 1
+    assert src._k == total
+    np.testing.assert_allclose(np.diff(ts), T, atol=T * 2e-3)  # the published clock: one fitted period per sample
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_loss_during_a_stall_is_sized_once_the_backlog_has_drained(seed):
+    # the pusher lost 37 samples while it stalled, then caught up: once its stamps are level
+    # again the deficit is the loss, sized exactly, once
+    src, ts, total = _stall_and_catch_up(seed, 1.0, lost=37)
+    ev = src.events
+    assert ev.gaps == 1 and ev.samples_lost_est == 37 and ev.clock_resets == 0, ev
+    assert src._k == total
