@@ -250,6 +250,7 @@ class Runtime:
             pull_timeout=cfg.pull_timeout_s,
             source_id=cfg.source_id,
             spin_s=cfg.spin_s,
+            channel_names=bundle.channel_names,
         )
         sink = lsl_out = None
         try:

@@ -181,6 +181,57 @@ class SourceEvents:
         return asdict(self)
 
 
+def _trailing_ints(labels) -> list[int] | None:
+    """Each label's trailing integer ("ch25", "A-025", "25" -> 25), or None unless every label has
+    one and they are distinct."""
+    import re
+
+    out = []
+    for lab in labels:
+        m = re.search(r"(\d+)\s*$", str(lab))
+        if not m:
+            return None
+        out.append(int(m.group(1)))
+    return out if len(set(out)) == len(out) else None
+
+
+def channel_order(labels, names) -> tuple[np.ndarray | None, str, str]:
+    """How a stream's channels map onto the consumer's (`names`, the bundle's training order).
+    Returns (permutation or None, what was decided, a warning or ""): "as named" (the labels are
+    the names, in order), "reordered by name" (the same names in another order: data[:, j] =
+    stream channel perm[j]), "reordered by number" (labels and names differ only around the
+    same distinct trailing numbers, "ch25" for "25"), else "by position" with the reason (no
+    labels, no names, or labels that are not the names: the stream's order must then be the
+    training order, which nothing can check)."""
+    labs = [str(x).strip() for x in labels] if labels else []
+    if names is None:
+        return None, "by position (the bundle names no channels)", ""
+    names = [str(x).strip() for x in names]
+    if not labs or not all(labs) or len(labs) != len(names):
+        return None, "by position (the stream's channels carry no labels)", ""
+    if labs == names:
+        return None, "as named", ""
+    head = ", ".join(labs[:4]) + (", ..." if len(labs) > 4 else "")
+    want = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    if len(set(labs)) == len(labs) and set(labs) == set(names):
+        pos = {lab: i for i, lab in enumerate(labs)}
+        perm = np.array([pos[nm] for nm in names], np.intp)
+        return perm, "reordered by name", (f"its channels ({head}) are the bundle's ({want}) in another order: "
+                                           "reordered into the bundle's order by label")  # fmt: skip
+    a, b = _trailing_ints(labs), _trailing_ints(names)
+    if a is not None and b is not None and set(a) == set(b):
+        if a == b:
+            return None, "as numbered", ""
+        pos = {v: i for i, v in enumerate(a)}
+        perm = np.array([pos[v] for v in b], np.intp)
+        return perm, "reordered by number", (f"its channels ({head}) carry the bundle's channel numbers ({want}) in "
+                                             "another order: reordered into the bundle's order by number")  # fmt: skip
+    return None, "by position (labels are not the bundle's names)", (
+        f"its channel labels ({head}) are not the bundle's channel names ({want}): the channels are decoded in the "
+        "stream's order, which must be the order the bundle was trained on; label the stream's channels with the "
+        "bundle's names (`rtdecode info BUNDLE` lists them) and rtdecode checks and reorders them")
+
+
 def _fmt_name(info) -> str:
     return _FORMAT_NAMES.get(info.channel_format(), f"format#{info.channel_format()}")
 
@@ -241,6 +292,7 @@ class LSLSource:
         check_finite: bool = True,
         backoff_max_s: float = 2.0,
         spin_s: float = 0.0,
+        channel_names: tuple[str, ...] | list[str] | None = None,
     ):
         if not query:
             raise ValueError("stream query is empty: pass the stream's name or type (--stream)")
@@ -268,6 +320,14 @@ class LSLSource:
         if not spin_s >= 0.0:
             raise ValueError(f"spin_s must be >= 0 seconds, got {spin_s}")
         self.spin_s = float(spin_s)  # poll (without sleeping) this long either side of the next chunk's expected arrival
+        # the channel order the consumer expects (the bundle's input.channel_names): a stream whose
+        # labels are those names in another order is reordered into it (`channel_order`)
+        self.channel_names = tuple(str(c) for c in channel_names) if channel_names else None
+        if self.channel_names is not None and len(self.channel_names) != self.n_channels:
+            raise ValueError(f"channel_names has {len(self.channel_names)} names for {self.n_channels} channels")
+        self._perm: np.ndarray | None = None  # data[:, j] = stream channel _perm[j]
+        self._f32 = None  # float32 staging buffer (stream order) when channels are reordered
+        self.channel_order = "unchecked"
         self._t_next = math.nan  # when the next chunk is expected (local_clock), for spin_s
         self._spin = 0.0  # spin_s, capped for the current chunk size
         self.first_raw_ts = None  # the stream's own stamp of the first sample pulled (no offset, no dejitter)
@@ -403,7 +463,13 @@ class LSLSource:
         if now >= self._next_offset:
             self._refresh_offset(now)
         n = self._stamp(n)  # dejittered stamps into timestamps[:n]; may pull more after a gap
-        if self._convert:
+        if self._perm is not None:  # into the bundle's channel order (no allocation: mode="clip" is unbuffered)
+            src = self._dest[:n]
+            if self._f32 is not None:
+                np.copyto(self._f32[:n], src, casting="unsafe")
+                src = self._f32[:n]
+            np.take(src, self._perm, axis=1, out=self.data[:n], mode="clip")
+        elif self._convert:
             np.copyto(self.data[:n], self._dest[:n], casting="unsafe")
         ts_out = self.timestamps[:n]
 
@@ -609,15 +675,20 @@ class LSLSource:
             inlet.close_stream()
             raise
         fmt = _fmt_name(info)
-        if fmt == "float32":
-            self._dest, self._convert = self.data, False
-        else:
-            self._dest, self._convert = np.zeros((self.max_chunk, self.n_channels), _NUMPY_DTYPES[fmt]), True
-        self._dest_rest = self._dest[1:]
         try:
             labels = full.get_channel_labels() if hasattr(full, "get_channel_labels") else None
         except Exception:  # pragma: no cover - malformed desc
             labels = None
+        self._perm, self.channel_order, why = channel_order(labels, self.channel_names)
+        if why:
+            log.warning("stream '%s': %s", info.name(), why)
+        if fmt == "float32" and self._perm is None:
+            self._dest, self._convert = self.data, False
+        else:
+            self._dest, self._convert = np.zeros((self.max_chunk, self.n_channels), _NUMPY_DTYPES[fmt]), True
+            if self._perm is not None and fmt != "float32":
+                self._f32 = np.zeros((self.max_chunk, self.n_channels), np.float32)
+        self._dest_rest = self._dest[1:]
         self._inlet = inlet
         self._uid = info.uid()
         self._info = {
@@ -630,6 +701,7 @@ class LSLSource:
             "rate": info.nominal_srate(),
             "format": fmt,
             "channel_names": list(labels) if labels and all(labels) else None,
+            "channel_order": self.channel_order,
         }
         self._connected = True
         self._prev_ts = math.nan

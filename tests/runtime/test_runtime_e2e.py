@@ -33,11 +33,12 @@ def _replay_proc(path, name: str):
     return proc, float(line.split()[1])
 
 
-def _replay_run(bundle, lfp, tmp_path, tag: str):
-    """The runtime on `rtdecode replay` of `lfp` (1 kHz) in another process, until every sample
-    it saw is decoded; returns (harness, summary, t0, offset: the first sample it saw)."""
+def _replay_run(bundle, lfp, tmp_path, tag: str, channel_names=None):
+    """The runtime on `rtdecode replay` of `lfp` (1 kHz; its channels labelled `channel_names`)
+    in another process, until every sample it saw is decoded; returns (harness, summary, t0,
+    offset: the first sample it saw)."""
     rec = tmp_path / f"{tag}.npz"
-    Recording(lfp, FS).save(rec)
+    Recording(lfp, FS, channel_names=channel_names).save(rec)
     name = unique_name(tag)
     h = Harness(bundle, name).start()
     proc, t0 = _replay_proc(rec, name)
@@ -98,6 +99,40 @@ def test_online_equals_offline_every_bin_once_in_order(bundle4, tmp_path):
     assert all(abs(m["age_ms"] - (m["t_pub"] - m["t_lsl"]) * 1e3) < 1e-6 for m in h.msgs)
     assert summary["overruns"] == sum(1 for m in h.msgs if m["age_ms"] > summary["deadline_ms"])
     assert any(s.get("published", 0) > 0 for s in h.status)
+
+
+def test_a_stream_with_the_bundles_channels_in_another_order_is_reordered_by_label(tmp_path, caplog):
+    """Found by a new-user probe: a stream whose channels are the training channels in another
+    order decoded silently wrong. Labelled with the bundle's names (manifest input.channel_names,
+    here electrode ids), its channels are put back into the bundle's order: online equals the
+    offline pass of the recording in the bundle's order, and the stream's info says so. Labels
+    that are not the bundle's names: decoded by position, with one warning naming both."""
+    import logging
+
+    ids = ["17", "3", "42", "8"]  # the training order (the first training file's electrodes)
+    lfp, beh = synthetic_recording(n_samples=6000, n_channels=4, seed=6)
+    from offline.linear import fit_linear_bundle
+
+    b = fit_linear_bundle(lfp, FS, beh, ["vel_x", "vel_y"], tmp_path / "b", window_bins=10, line_freq=None,
+                          channel_names=ids)  # fmt: skip
+    order = [2, 0, 3, 1]  # the stream's own order
+    with caplog.at_level(logging.WARNING, logger="rtdecode.sources.lsl"):
+        h, summary, _, offset = _replay_run(b, lfp[:, order], tmp_path, "perm", channel_names=[ids[i] for i in order])
+    assert "another order" in caplog.text and "reordered into the bundle's order by label" in caplog.text
+    assert h.rt.source.info["channel_order"] == "reordered by name"
+    offline = decode_recording(b, lfp[offset:])
+    online = np.stack([m["values"] for m in h.msgs])
+    assert len(online) == len(offline)
+    np.testing.assert_allclose(online, offline, rtol=1e-5, atol=1e-5)
+    wrong = decode_recording(b, lfp[offset:, order])  # what decoding by position would have given
+    assert np.abs(wrong - offline).max() > 10 * 1e-5
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rtdecode.sources.lsl"):
+        h, _, _, offset = _replay_run(b, lfp[:, order], tmp_path, "foreign", channel_names=["A1", "A2", "B1", "B2"])
+    assert "are not the bundle's channel names (17, 3, 42, 8)" in caplog.text
+    assert h.rt.source.info["channel_order"].startswith("by position")
+    np.testing.assert_allclose(np.stack([m["values"] for m in h.msgs]), decode_recording(b, lfp[offset:, order]),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
 
 
 def test_gap_is_filled_flagged_and_cadence_kept(bundle4):
