@@ -32,6 +32,9 @@ MODEL_KINDS = ("window", "streaming")
 STATE_LAYOUTS = ("shift_v0", "ring_v1")  # ModelSpec.state_layout
 
 
+INPUT_UNITS = ("uV", "µV", "microvolts")  # what input.unit may say: the chain is fit on microvolts
+
+
 class BundleError(ValueError):
     """A bundle that cannot be used; says which file and field, and the remedy."""
 
@@ -336,12 +339,22 @@ def _parse(path: Path, m: dict) -> Bundle:
         raise BundleError(path, MANIFEST, "schema_version", f"is {ver}, must be >= 1")
     inp = _req(path, m, "input", "", dict)
     n_ch = _req(path, inp, "n_channels", "input", int)
+    if n_ch < 1:
+        raise BundleError(path, MANIFEST, "input.n_channels", f"is {n_ch}, must be >= 1")
     fs = _req(path, inp, "sampling_rate", "input", (int, float))
+    if not fs > 0:
+        raise BundleError(path, MANIFEST, "input.sampling_rate", f"is {fs}, must be > 0 Hz")
+    unit = inp.get("unit") or "uV"
+    if unit not in INPUT_UNITS:
+        raise BundleError(path, MANIFEST, "input.unit", f"is {unit!r}; the chain's statistics are in microvolts ('uV')",
+                          "every rtdecode bundle is trained on microvolts: rebuild it, or for a stream in volts pass "
+                          "--input-scale 1e6 to rtdecode run")  # fmt: skip
     names = inp.get("channel_names")
     if names is not None and (not isinstance(names, list) or len(names) != n_ch):
         raise BundleError(path, MANIFEST, "input.channel_names", f"must be null or a list of {n_ch} names")
+    chain_d = _req(path, m, "chain", "", dict)
     try:
-        chain = ChainSpec.from_dict(_req(path, m, "chain", "", dict))
+        chain = ChainSpec.from_dict(chain_d)
     except (ChainSpecError, TypeError, ValueError) as e:
         raise BundleError(path, MANIFEST, "chain", str(e)) from e
     if chain.n_channels != n_ch:
@@ -411,5 +424,5 @@ def _parse(path: Path, m: dict) -> Bundle:
         provenance=dict(m.get("provenance") or {}),
         files=dict(files),
         manifest=m,
-        input_unit=str(inp.get("unit") or "uV"),
+        input_unit=str(unit),
     )

@@ -88,6 +88,9 @@ CASES: list[Case] = [
     _c("run-config-bad-value", "a negative number in the file", "run --config {toml_negative}", 2, "threads", "--threads"),
     _c("run-config-bad-address", "an address without tcp:// in the file", "run --config {toml_address}", 2, "address", "tcp://"),
     _c("run-config-not-toml", "not TOML", "run --config {toml_broken}", 2, "not valid TOML"),
+    _c("run-config-key-above-run", "a key above the [run] table (it would be ignored)", "run --config {toml_above}", 2,
+       "resolve_timeout_s", "move it into [run]"),
+    _c("run-config-choice", "a choice outside its values", "run --config {toml_choice}", 2, "stall_policy", "'newest'"),
     # run: streams
     _c("run-stream-missing", "no such stream (short resolve timeout)", "run --bundle {bundle} --stream {missing} --resolve-timeout 0.5", 2, "{missing}", "--stream"),
     _c("run-stream-wrong", "a stream that does not fit the bundle", "run --bundle {bundle} --stream {stream4} --resolve-timeout 5", 2, "4 channels", "bundle expects 8", "--stream"),
@@ -100,6 +103,8 @@ CASES: list[Case] = [
     _c("info-missing", "bundle missing", "info {work}/nope", 2, "nope", "does not exist"),
     _c("info-not-a-bundle", "a folder without manifest.json", "info {work}", 2, "manifest.json"),
     _c("info-sha", "sha256 mismatch: both full hashes", "info {bundle_sha}", 2, "sha256 mismatch", "{sha_manifest}", "{sha_file}"),
+    _c("info-nwb-damaged", "an NWB file whose last third is zeroed (an interrupted copy)", "info {nwb_damaged}", 2,
+       "damaged.nwb", "copy or export it again"),
     # compile
     _c("compile-workspace-zero", "--workspace-mb 0", "compile {bundle} --workspace-mb 0", 2, "--workspace-mb", fast=True),
     _c("compile-missing", "bundle missing", "compile {work}/nope", 2, "nope"),
@@ -257,6 +262,24 @@ class Fixtures:
     def make_toml_address(self) -> None:
         self.fmt("{bundle}")
         self._file("toml_address", "address.toml", f'[run]\nbundle = "{self.values["bundle"]}"\naddress = "localhost:5556"\n')
+
+    def make_toml_above(self) -> None:
+        self.fmt("{bundle}")
+        self._file("toml_above", "above.toml", f'resolve_timeout_s = 1.0\n[run]\nbundle = "{self.values["bundle"]}"\n')
+
+    def make_toml_choice(self) -> None:
+        self.fmt("{bundle}")
+        self._file("toml_choice", "choice.toml", f'[run]\nbundle = "{self.values["bundle"]}"\nstall_policy = "newst"\n')
+
+    def make_nwb_damaged(self) -> None:
+        from offline.data.nwb import write_session
+        from offline.data.simulate import SimConfig, simulate_session
+
+        p = write_session(simulate_session(SimConfig(n_channels=8, duration_s=5.0), 0, 0), self.work / "whole.nwb")
+        b = bytearray(p.read_bytes())
+        b[len(b) - len(b) // 3 :] = bytes(len(b) // 3)
+        (self.work / "damaged.nwb").write_bytes(bytes(b))
+        self.values["nwb_damaged"] = str(self.work / "damaged.nwb")
 
     def make_toml_broken(self) -> None:
         self._file("toml_broken", "broken.toml", "[run\nthreads = \n")

@@ -776,9 +776,10 @@ def describe_file(path: str | Path, mapping: NWBMapping | None = None, where: st
     try:
         s = read_session(path, mapping)
     except NWBMappingError as e:
-        problem = str(e).split(". The file contains:")[0]
-        fix = str(e).rsplit("\n", 1)[-1]
-        return "\n".join(lines + [f"{where} cannot read it: {problem}.", fix,
+        text = str(e)
+        problem = text.split(". The file contains:")[0].rstrip(".")
+        fix = text.rsplit("\n", 1)[-1] if "\n" in text else ""  # a one-line message says its fix itself
+        return "\n".join(lines + [f"{where} cannot read it: {problem}.", *([fix] if fix else []),
                                    "Set it in a distill config's [data.nwb] table (README, 'Data: NWB and the simulator')."]), False  # fmt: skip
     n, c = s.lfp.shape
     if li is None or (li.scale == 1.0 and li.gain is None and li.offset == 0.0):
@@ -928,6 +929,7 @@ def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, laz
         meta["behavior_filled_bins"] = filled
     s = Session(session_id, subject, bin_width, counts, unit_ids, lfp, li.rate, li.channel_ids, behavior, names, t0, latents,
                 meta, behavior_units=units)  # fmt: skip
+    s.source_file = str(path)  # where it came from (not part of the session's data): messages that compare sessions name it
     if not lazy:
         s.lfp = np.asarray(lfp)
         lfp.close()

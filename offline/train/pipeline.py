@@ -134,13 +134,18 @@ def prepare(sessions: list, cfg: DistillRunConfig):
         raise ConfigError(f"data.held_out_sessions = {cfg.data.held_out_sessions} leaves no training session "
                           f"out of {len(sessions)}")  # fmt: skip
     s0 = sessions[0]
+
+    def named(s) -> str:  # a session by its id, and its file when it came from one
+        f = getattr(s, "source_file", None)
+        return f"session {s.session_id}" + (f" ({f})" if f else "")
+
     for s in sessions:
         if s.lfp.shape[1] != s0.lfp.shape[1] or s.lfp_rate != s0.lfp_rate or s.bin_width != s0.bin_width:
-            raise ConfigError(f"session {s.session_id}: LFP {s.lfp.shape[1]} ch @ {s.lfp_rate} Hz, bins {s.bin_width} s; "
-                              f"session {s0.session_id}: {s0.lfp.shape[1]} ch @ {s0.lfp_rate} Hz, bins {s0.bin_width} s. "
+            raise ConfigError(f"{named(s)}: LFP {s.lfp.shape[1]} ch @ {s.lfp_rate} Hz, bins {s.bin_width} s; "
+                              f"{named(s0)}: {s0.lfp.shape[1]} ch @ {s0.lfp_rate} Hz, bins {s0.bin_width} s. "
                               "One bundle serves one channel layout: pick sessions recorded the same way")  # fmt: skip
         if s.behavior.shape[1] != s0.behavior.shape[1]:
-            raise ConfigError(f"session {s.session_id} has {s.behavior.shape[1]} behaviour outputs, {s0.session_id} has {s0.behavior.shape[1]}")
+            raise ConfigError(f"{named(s)} has {s.behavior.shape[1]} behaviour outputs, {named(s0)} has {s0.behavior.shape[1]}")
     c = cfg.chain
     chain = design_chain(c.kind, fs=float(s0.lfp_rate), n_channels=int(s0.lfp.shape[1]), bin_width_s=float(s0.bin_width),
                          line_freq=c.line_freq or None, n_harmonics=c.n_harmonics, highpass_hz=c.highpass_hz or None,
@@ -677,8 +682,10 @@ def shipped_markdown(rows: list[dict], names: list[str], choice: dict, idx: list
         if own is not None and (m <= 0 or m < 0.5 * own):
             warn = (f"the exported decoder ({choice['chosen']}) reaches R² {m:.3f} on the unseen sessions as shipped ("
                     + ("its readout" if pooled else "its export session's readout")
-                    + f", no refit), against {own:.3f} on validation with each session's own readout: it keeps "
-                    "less than half of that on new days as it is. On a new day, refit its readout on a few minutes "
+                    + f", no refit), against {own:.3f} on validation with each session's own readout: "
+                    + ("it keeps less than half of that on new days as it is" if own > 0 and m > 0 else
+                       "it does not decode new days as it is (R² at or below 0: no better than each output's mean)")
+                    + ". On a new day, refit its readout on a few minutes "
                     "recorded with behaviour: rtdecode calibrate BUNDLE FILE --out NEW --minutes 2"
                     + ("; export.choose_by = \"transfer\" ships the candidate that carries over best"
                        if choice.get("by") != "transfer" else ""))  # fmt: skip

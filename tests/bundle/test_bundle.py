@@ -94,6 +94,11 @@ def test_refuses_newer_schema(bundle_dir, tmp_path):
         (lambda m: m["outputs"].__setitem__("names", []), r"\[outputs.names\]: is empty"),
         (lambda m: m.pop("files"), r"\[files\]: is missing"),
         (lambda m: m.__setitem__("format", "other"), r"\[format\]"),
+        # found by a new-user probe: each names its own field once
+        (lambda m: m["input"].__setitem__("n_channels", -1), r"\[input.n_channels\]: is -1, must be >= 1"),
+        (lambda m: m["input"].__setitem__("sampling_rate", 0), r"\[input.sampling_rate\]: is 0, must be > 0 Hz"),
+        (lambda m: m["input"].__setitem__("unit", "V"), r"\[input.unit\]: is 'V'; the chain's statistics are in microvolts"),
+        (lambda m: m.pop("chain"), r"\[chain\]: is missing\. rebuild the bundle$"),
     ],
 )
 def test_refuses_bad_fields_naming_file_and_field(bundle_dir, tmp_path, mutate, match):

@@ -396,6 +396,10 @@ def test_an_lfp_with_a_pause_in_its_stamps_is_refused_with_where(tmp_path):
         read_session(p)
     msg = str(e.value)
     assert "a pause of 0.501 s after sample 4320" in msg and "own file" in msg, msg
+    from offline.data.nwb import describe_file
+
+    text, ok = describe_file(p)  # `rtdecode info`: the problem once, not its sentence twice
+    assert not ok and text.count("a pause of 0.501 s") == 1, text
 
 
 def test_behaviour_dropouts_are_interpolated_with_a_warning_and_an_empty_output_refused(tmp_path, caplog):
@@ -504,3 +508,20 @@ def test_a_damaged_file_is_refused_in_one_line_by_info_distill_and_replay(tmp_pa
         with pytest.raises(NWBReadError, match="copy or export it again"):
             read_lfp(bad)
     assert read_session(good, {"behavior_module": "tracking"}).lfp.shape[1] == CH  # the same reader, undamaged
+
+
+def test_sessions_recorded_differently_are_refused_naming_their_files(tmp_path):
+    """Sessions that differ in channel count: the message names both files (a lab finds the odd
+    one out by its path, not by its session id)."""
+    from offline.train.config import load_config
+    from offline.train.pipeline import prepare
+    from rtdecode.config import ConfigError
+
+    a = write_layout_a(tmp_path / "day1.nwb", truth(1))
+    b = write_layout_a(tmp_path / "day2.nwb", truth(2))
+    cfg = _config(tmp_path, [a, b])
+    sessions = _load(cfg)
+    sessions[1].lfp = np.asarray(sessions[1].lfp)[:, : CH - 2]  # as if day2 had been recorded on fewer channels
+    with pytest.raises(ConfigError, match="One bundle serves one channel layout") as e:
+        prepare(sessions, load_config(cfg))
+    assert str(a) in str(e.value) and str(b) in str(e.value), str(e.value)
