@@ -413,8 +413,10 @@ def load_calibration(path, bundle: Bundle, mapping: str | None = None, log=print
             n_keep = s.lfp.shape[0] if max_bins is None else min(s.lfp.shape[0], max_bins * bundle.chain.bin_samples)
             lfp_lazy, lfp = s.lfp, np.asarray(s.lfp[:n_keep], np.float32)
             lfp_lazy.close()
-        except (NWBMappingError, NWBReadError):
+        except NWBMappingError:
             raise
+        except NWBReadError as e:
+            raise CalibrationError(f"{e}; or give an .npz recording") from None
         except (OSError, KeyError, ValueError, TypeError, AttributeError) as e:
             raise CalibrationError(f"{path}: not a readable NWB file ({type(e).__name__}: {e}); check that the copy is "
                                    "complete, or give an .npz recording") from None  # fmt: skip

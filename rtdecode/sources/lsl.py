@@ -1075,17 +1075,28 @@ class LSLSource:
         t_end = time.monotonic() + self.gap_settle_s + self.pull_timeout
         tol = self._tolerance()
         a, b = self._line()
+        c0 = self._ft + a + b * (self._k - self._fk)  # the line's stamp for sample 0 of this pull
+
+        def resid(i: int) -> float:
+            return float(raw[i + 1]) - (c0 + b * i)
+
+        starts: list[int] = []  # chunk starts after the first one (the chunks pulled so far)
+        seq = [resid(g)]  # every chunk's residual, in arrival order
+        scan = g + 1
         while n < self.max_chunk and inlet is not None:
-            starts = [i for i in range(g + 1, n) if abs(raw[i + 1] - raw[i] - T) > 1e-3 * T]
+            for i in range(scan, n):  # only the samples pulled since the last pass
+                if abs(raw[i + 1] - raw[i] - T) > 1e-3 * T:
+                    starts.append(i)
+                    seq.append(resid(i))
+            scan = n
             now = time.monotonic()
-            seq = [raw[i + 1] - (self._ft + a + b * (self._k + i - self._fk)) for i in [g, *starts]]
             if seq[-1] > 0.5 * tol and _catching_up(seq, tol):  # a backlog still draining: wait for its end
                 if now >= t_end + _CATCHUP_S:
                     break
             elif len(starts) + 1 >= need or raw[n] - raw[g + 1] >= self.gap_settle_s or now >= t_end:
                 break
             if starts:  # chunks after the first one back on the line: a late push, not a loss; decide now
-                later = sorted(raw[i + 1] - (self._ft + a + b * (self._k + i - self._fk)) for i in starts)
+                later = sorted(seq[1:])
                 if later[len(later) // 2] < 0.5 * tol:
                     break
             try:
