@@ -41,8 +41,10 @@ def load_run_config(config: str | None = None, overrides: Mapping | None = None,
             stray = [k for k in tables if k != "run"]
             if stray:
                 k = stray[0]
-                if isinstance(tables[k], dict):
-                    raise ConfigError(f"{config}: table [{k}] beside [run] would be ignored: a run config holds only the [run] table")
+                v = tables[k]
+                if isinstance(v, dict) or (isinstance(v, list) and v and all(isinstance(x, dict) for x in v)):
+                    what = f"table [{k}]" if isinstance(v, dict) else f"array of tables [[{k}]]"
+                    raise ConfigError(f"{config}: {what} beside [run] would be ignored: a run config holds only the [run] table")
                 raise ConfigError(f"{config}: key {k!r} above [run] would be ignored: move it into [run]")
             base = dict(tables["run"])
         else:

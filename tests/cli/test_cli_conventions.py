@@ -126,6 +126,7 @@ def test_run_config_file_values_are_checked_like_flags(tmp_path, bundle):
 @pytest.mark.parametrize("text, expect", [
     ('resolve_timeout_s = 1.0\n[run]\nbundle = "{b}"\n', "key 'resolve_timeout_s' above [run] would be ignored: move it into [run]"),
     ('[run]\nbundle = "{b}"\n[runn]\nthreads = 2\n', "table [runn] beside [run] would be ignored"),
+    ('[run]\nbundle = "{b}"\n[[run2]]\nx = 1\n', "array of tables [[run2]] beside [run] would be ignored"),
     ('[rn]\nbundle = "{b}"\n', "did you mean [run]?"),
     ('[run]\nbundle = "{b}"\nstall_policy = "newst"\n', "'newst' is not one of 'all', 'newest' (did you mean 'newest'?)"),
     ('[run]\nbundle = "{b}"\ngc_mode = "off"\n', "'off' is not one of 'tick', 'python'"),

@@ -118,10 +118,11 @@ def test_a_late_chunk_then_a_clock_reset_in_one_pull_starts_a_new_segment_cleanl
     np.testing.assert_allclose(np.diff(ts), T, atol=1e-6)
 
 
-def _stall_and_catch_up(seed: int, stall_s: float, lost: int = 0, chunk_max: int = 10, pull: int = 100):
+def _stall_and_catch_up(seed: int, stall_s: float, lost: int = 0, chunk_max: int = 10, pull: int = 100,
+                        push_dt: float = 0.2e-3):  # fmt: skip
     """3 s of 10-sample chunks pushed 0-3 ms late, then the pusher stalls for `stall_s` (with
     `lost` samples never pushed), then drains its backlog as fast as it can, 1..chunk_max samples
-    a push, each chunk stamped when pushed (0.2 ms apart), then streams on as before; the
+    a push, each chunk stamped when pushed (`push_dt` apart), then streams on as before; the
     inlet's buffer hands the backlog over `pull` samples at a time, then the next 30 chunks in
     one pull. Returns the source and
     the published stamps of every sample."""
@@ -141,7 +142,7 @@ def _stall_and_catch_up(seed: int, stall_s: float, lost: int = 0, chunk_max: int
             break
         backlog.append(w - (c - 1 - np.arange(c)) * T)
         p.k += c
-        w += 0.2e-3
+        w += push_dt
     stamps = np.concatenate(backlog)
     for i in range(0, len(stamps), pull):
         n = feed(src, stamps[i : i + pull])
@@ -167,6 +168,17 @@ def test_a_stalled_pusher_catching_up_is_late_not_lost(seed, stall_s):
     assert ev.catchups >= 1
     assert src._k == total
     np.testing.assert_allclose(np.diff(ts), T, atol=T * 2e-3)  # the published clock: one fitted period per sample
+
+
+@pytest.mark.parametrize("lost", [0, 37])
+def test_a_slow_catch_up_in_single_samples_is_not_taken_for_level_stamps(lost):
+    # found by a second probe: the backlog pushed one sample at a time, 0.67 ms apart (1.5x real
+    # time, ~2 s to drain): 16 one-sample chunks span only ~5 ms of falling lateness, which
+    # looked level, and ~1000 samples were counted lost. Level stamps must span 0.2 s of samples
+    src, ts, total = _stall_and_catch_up(3, 1.0, lost=lost, chunk_max=1, push_dt=0.67e-3, pull=200)
+    ev = src.events
+    assert ev.samples_lost_est == lost and ev.gaps == (1 if lost else 0) and ev.clock_resets == 0, ev
+    assert src._k == total
 
 
 @pytest.mark.parametrize("seed", range(3))
