@@ -226,7 +226,7 @@ class Runtime:
         self._gc_tick = False
         self.rt_priority = "off"  # what rt_priority achieved (summary)
         self._ticks = 0
-        self._late_at = (0, 0, 0, 0, 0)  # published, overruns, late_on_arrival, samples, pulls at the last status
+        self._late_at = (0, 0, 0, 0, 0, 0)  # published, overruns, late_on_arrival, samples, pulls, stalls + catch-ups at the last status
         self._late_warned = False
 
     # -- construction -------------------------------------------------------------
@@ -630,12 +630,16 @@ class Runtime:
         goes), not rtdecode's processing: say so once, with the fix."""
         t = self.tel
         bins, over, late = t.published - self._late_at[0], t.overruns - self._late_at[1], t.late_on_arrival - self._late_at[2]
-        pulls = getattr(getattr(self.source, "events", None), "chunks", 0) or 0
+        ev = getattr(self.source, "events", None)
+        pulls = getattr(ev, "chunks", 0) or 0
+        stalls = (getattr(ev, "stalls", 0) or 0) + (getattr(ev, "catchups", 0) or 0)
         samples, n_pulls = t.samples - self._late_at[3], pulls - self._late_at[4]
-        self._late_at = (t.published, t.overruns, t.late_on_arrival, t.samples, pulls)
+        stalled = stalls > self._late_at[5]  # the outlet stalled this period: its backlog, not its chunking, was late
+        self._late_at = (t.published, t.overruns, t.late_on_arrival, t.samples, pulls, stalls)
         per = samples / n_pulls if n_pulls > 0 else 0.0
         # chunks longer than a bin: else the lateness came from elsewhere (a stall before the pull)
-        if self._late_warned or bins < 20 or over < max(5, 0.1 * bins) or late < 0.8 * over or per <= self.chain.spec.bin_samples:
+        if (self._late_warned or stalled or bins < 20 or over < max(5, 0.1 * bins) or late < 0.8 * over
+                or per <= self.chain.spec.bin_samples):  # fmt: skip
             return
         self._late_warned = True
         rate = self.bundle.sampling_rate

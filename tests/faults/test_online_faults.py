@@ -90,6 +90,19 @@ def test_bins_late_from_the_outlets_chunking_are_counted_and_explained_once(bund
     assert ok["late_on_arrival"] / ok["published"] < 0.5 * summary["late_on_arrival"] / summary["published"]
 
 
+def test_bins_late_after_an_outlet_stall_are_not_blamed_on_its_chunking(bundle4, caplog):
+    """Found by a second probe: after an outlet that sends 5-sample chunks stalled for 1 s, its
+    backlog arrived in large pulls and the log blamed the outlet's chunking. A period with a
+    stall (or a catch-up) is not explained as chunking; the late bins are still counted."""
+    with caplog.at_level("WARNING", logger="rtdecode.runtime"):
+        _, summary, _ = run_outlet(bundle4, "stalled", duration=6.0, chunk=5, stamping="arrival", jitter_ms=1.0,
+                                   pause_at=3000, pause_s=1.0)  # fmt: skip
+    assert summary["late_on_arrival"] > 0 and summary["overruns"] > 0
+    assert summary["source_events"]["stalls"] + summary["source_events"]["catchups"] >= 1
+    assert not [r for r in caplog.records if "the lateness is the outlet's chunking" in r.getMessage()]
+    assert summary["gaps"] == 0 and summary["filled_samples"] == 0  # and the stall's backlog is late, not lost
+
+
 def test_flat_channel_is_detected_flagged_and_published(bundle4):
     h, summary, _ = run_outlet(bundle4, "flat", duration=2.5, flat_channel=2)
     assert summary["flat_channels"] == [2]
