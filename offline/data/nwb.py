@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rtdecode.config import ConfigError
+
 from .session import Session, SessionError
 
 log = logging.getLogger(__name__)
@@ -88,7 +90,7 @@ def _readable(func):
                 raise NWBReadError(f"{path}: the file has {len(broken)} broken link(s) ({broken[0][:120]}), so it is "
                                    f"probably damaged (an interrupted copy or export); what could be read: {e}") from None
             except _DAMAGED as e:
-                if type(e).__name__ == "ConfigError":  # a mapping table that does not parse
+                if isinstance(e, ConfigError):  # a mapping table that does not parse
                     raise
                 raise NWBReadError(f"{path}: not a readable NWB file ({type(e).__name__}: {str(e)[:200]}); it may be "
                                    "truncated or damaged (an interrupted copy or export): copy or export it again") from None
@@ -168,8 +170,6 @@ class NWBConfig(NWBMapping):
 
     def __post_init__(self):
         super().__post_init__()
-        from rtdecode.config import ConfigError
-
         for pattern, over in self.files.items():
             if not isinstance(over, dict):
                 raise ConfigError(f'files."{pattern}": expected a table of NWBMapping keys, got {type(over).__name__}')

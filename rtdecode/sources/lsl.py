@@ -118,10 +118,10 @@ _LEVEL_S = 0.2  # ... and over this much of the stream: one-sample pushes draini
 # by only ~5 ms over 16 chunks, as level as jitter; over 0.2 s of samples they fall by ~70 ms
 
 
-def _level_from(seq: list[float], tol: float, at: list[int] | None = None, end: int = 0, rate: float = 0.0) -> int | None:
+def _level_from(seq: list[float], tol: float, at: list[int], end: int, rate: float) -> int | None:
     """Index of the first chunk of the level tail of `seq` (at least _LEVEL chunks, all within
-    `tol` of each other, and, given the chunks' first samples `at`, the pull's sample count
-    `end` and the rate, at least _LEVEL_S of samples), or None while there is none."""
+    `tol` of each other, from the chunk starting at sample at[e] to the pull's end, at least
+    _LEVEL_S of samples at `rate`), or None while there is none."""
     if len(seq) < _LEVEL:
         return None
     lo = hi = seq[-1]
@@ -133,9 +133,7 @@ def _level_from(seq: list[float], tol: float, at: list[int] | None = None, end: 
         e = i
     if len(seq) - e < _LEVEL:
         return None
-    if at is not None and rate > 0.0 and (end - at[e]) < _LEVEL_S * rate:
-        return None
-    return e
+    return e if end - at[e] >= _LEVEL_S * rate else None
 
 _FORMAT_NAMES = {
     pylsl.cf_float32: "float32",
@@ -979,7 +977,6 @@ class LSLSource:
         seq = [float(r[i - g]) for i in starts]  # each chunk's residual, in arrival order
         later = sorted(seq[1:])
         vals = sorted(seq)
-        how = "mean"
         e = _level_from(seq, tol, starts, n, self.sampling_rate)
         fit_from = g  # the late chunks of a drained backlog stay out of the fit
         if e is not None and e > 0 and seq[0] - min(seq[e:]) > tol:
@@ -1007,8 +1004,6 @@ class LSLSource:
             self._emit(g, n, k + g)
             self._k = k + n
             return n
-        if how != "mean":  # sized on a drained backlog's level chunks, above
-            pass
         elif later and later[len(later) // 2] < 0.5 * tol:  # most chunks after the first back on the line
             lost = 0
             how = "line"
@@ -1022,6 +1017,7 @@ class LSLSource:
             lost = int(round((vals[0] - pre) / b))
             self._gap_why = (pre / b, vals[0] / b, len(vals), self._env_n, sig / T)
         else:
+            how = "mean"
             med = vals[len(vals) // 2]
             keep = [v for v in vals if abs(v - med) <= max(4.0 * sig, T)]
             lost = int(round(sum(keep) / len(keep) / b))
