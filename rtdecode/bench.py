@@ -541,6 +541,8 @@ def run_consumer(name: str, cfg: BenchConfig, bundle: dict, rec_path: Path, work
         mon.close(0)
         sub.close(0)
         ctx.term()
+        if address.startswith("ipc://"):  # a consumer that exits without closing its socket leaves the file
+            Path(address[len("ipc://"):]).unlink(missing_ok=True)
     res["returncode"] = cons.returncode
     res["log_tail"] = (pdir / "consumer.log").read_text(errors="replace")[-2000:]
     cols = ("seq", "t_lsl", "t_pub", "lat_ms", "flags", "chain_ms", "infer_ms", "t_recv")

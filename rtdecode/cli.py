@@ -83,14 +83,14 @@ def cmd_run(args) -> int:
 
 
 def cmd_streams(args) -> int:
-    from .sources.discover import list_streams, summary_line, table, to_json
+    from .sources.discover import list_streams, summary_line, table, to_json, wants_labels
 
     bundle = None
     if args.bundle:
         from .bundle import load_bundle
 
         bundle = load_bundle(args.bundle)
-    entries = list_streams(timeout=args.timeout)
+    entries = list_streams(timeout=args.timeout, labels_for=wants_labels(bundle))
     if args.json:
         print(to_json(entries, bundle))
         return 0
@@ -292,7 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("streams", help="list the visible LSL streams; with --bundle, which of them fit",
                         description="List the LSL streams visible from this machine (name, type, channels, rate, "
                                     "format, source_id, host). With --bundle, mark which fit its input "
-                                    "(channel count, rate, sample format) and why the others do not.")  # fmt: skip
+                                    "(channel count, rate, sample format) and why the others do not; for a bundle that names its "
+                                    "channels, also whether the labels of each stream that fits are its names, in "
+                                    "its order or another (which `run` reorders), or other names (decoded by "
+                                    "position, with a warning).")  # fmt: skip
     st.add_argument("--timeout", type=positive_float, default=2.0, metavar="SECONDS", help="how long to listen for streams")
     st.add_argument("--bundle", metavar="DIR", help="decoder bundle: mark the streams that fit it")
     st.add_argument("--json", action="store_true", help="print JSON only (a list of streams)")

@@ -194,7 +194,10 @@ class ExportConfig:
     # what "best" compares: "own" (each candidate's validation R² with its readout fit on each
     # training session's own fit block: the bundle used on its export session's day) or
     # "transfer" (the candidate as shipped, the export session's readout and embedding with no
-    # refit, on the OTHER training sessions' validation blocks: the bundle used on a new day)
+    # refit, on the OTHER training sessions' validation blocks: the bundle used on a new day,
+    # flattering the multi-session students, which trained on those sessions) or "unseen" (the
+    # candidate as shipped on the UNSEEN sessions' validation blocks, which no candidate trained
+    # on; their test blocks still only score; needs data.held_out_sessions >= 1)
     choose_by: str = "own"
     model: str = "distilled_sup"  # which distilled student: "distilled_sup" or "distilled" (ridge on its latents)
     session: int = 0  # its session embedding is frozen into the graph
@@ -232,8 +235,8 @@ class DistillRunConfig:
             raise ValueError(f"window_bins must be >= 2, got {self.window_bins}")
         if self.export.model not in ("distilled_sup", "distilled"):
             raise ValueError(f"export.model must be 'distilled_sup' or 'distilled', got {self.export.model!r}")
-        if self.export.choose_by not in ("own", "transfer"):
-            raise ValueError(f"export.choose_by must be 'own' or 'transfer', got {self.export.choose_by!r}")
+        if self.export.choose_by not in ("own", "transfer", "unseen"):
+            raise ValueError(f"export.choose_by must be 'own', 'transfer' or 'unseen', got {self.export.choose_by!r}")
         if self.export.choose not in ("best", "distilled", "lfp_only", "ridge", "ridge_pooled"):
             raise ValueError("export.choose must be 'best', 'distilled', 'lfp_only', 'ridge' or 'ridge_pooled', "
                              f"got {self.export.choose!r}")  # fmt: skip

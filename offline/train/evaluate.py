@@ -72,12 +72,13 @@ def val_score(rows: list[dict], model: str, outputs: list[int] | None = None) ->
 
 def choose_decoder(rows: list[dict], choose: str, candidates: dict[str, str], n_sessions: int | None = None,
                    outputs: list[str] | None = None, names: list[str] | None = None, transfer: dict | None = None,
-                   by: str = "own") -> dict:  # fmt: skip
+                   by: str = "own", unseen: dict | None = None) -> dict:  # fmt: skip
     """The decoder for the bundle: `choose` "best" takes the candidate ({name: evaluation row
     model}) with the highest validation R² (on the outputs named in `outputs`, of `names`;
     default every output); a candidate name forces it. `by` "own" scores the evaluation rows
     (each session's readout fit on its own fit block), "transfer" the `transfer` figures ({name:
-    validation R² as shipped on the other training sessions}, `shipped_scores`). Returns the
+    validation R² as shipped on the other training sessions}, `shipped_scores`), "unseen" the
+    `unseen` figures (as shipped on the unseen sessions' validation blocks). Returns the
     choice, every candidate's validation R² (both kinds), the margin of the chosen one over the
     best other (negative when a forced choice is not the best), and a warning when it is below
     the lagged ridge."""
@@ -88,7 +89,11 @@ def choose_decoder(rows: list[dict], choose: str, candidates: dict[str, str], n_
     if by == "transfer" and not transfer:
         raise ValueError("export.choose_by = \"transfer\" needs at least 2 training sessions (the candidates are scored "
                          "as shipped on the training sessions other than export.session); use choose_by = \"own\"")  # fmt: skip
-    val = transfer if by == "transfer" else own
+    unseen = {k: float(v) for k, v in (unseen or {}).items() if v is not None and k in candidates}
+    if by == "unseen" and not unseen:
+        raise ValueError("export.choose_by = \"unseen\" needs at least 1 unseen session (the candidates are scored "
+                         "as shipped on the unseen sessions' validation blocks); use choose_by = \"own\"")  # fmt: skip
+    val = {"transfer": transfer, "unseen": unseen}.get(by, own)
     if not val:
         raise ValueError("no validation R² for any exported-decoder candidate: the evaluation rows have no val_r2")
     if choose == "best":
@@ -101,7 +106,8 @@ def choose_decoder(rows: list[dict], choose: str, candidates: dict[str, str], n_
     runner = max(others, key=lambda k: others[k]) if others else None
     out = {"choose": choose, "by": by, "chosen": chosen, "row": candidates[chosen], "val_r2": val, "runner_up": runner,
            "margin": None if runner is None else val[chosen] - val[runner], "n_sessions": n_sessions,
-           "outputs": list(outputs) if outputs else "all", "val_r2_own": own, "val_r2_transfer": transfer or None}  # fmt: skip
+           "outputs": list(outputs) if outputs else "all", "val_r2_own": own, "val_r2_transfer": transfer or None,
+           "val_r2_unseen": unseen or None}  # fmt: skip
     ridges = {k: val[k] for k in ("ridge", "ridge_pooled") if k in val}  # the lagged ridges on LFP features
     top = max(ridges, key=lambda k: ridges[k]) if ridges else None
     ridge = ridges.get(top)
@@ -114,17 +120,23 @@ def choose_decoder(rows: list[dict], choose: str, candidates: dict[str, str], n_
 
 def choice_markdown(c: dict) -> str:
     by = c.get("by", "own")
-    what = ("as shipped (the export session's readout, no refit) on the other training sessions' validation blocks"
-            if by == "transfer" else "mean over the training sessions' validation blocks, each with its own readout")
+    kinds = {"own": ("val_r2_own", "With each session's own readout",
+                     "mean over the training sessions' validation blocks, each with its own readout"),
+             "transfer": ("val_r2_transfer", "As shipped on the other training sessions (choose_by = \"transfer\")",
+                          "as shipped (the export session's readout, no refit) on the other training sessions' "
+                          "validation blocks"),
+             "unseen": ("val_r2_unseen", "As shipped on the unseen sessions (choose_by = \"unseen\")",
+                        "as shipped (no refit) on the unseen sessions' validation blocks, which no candidate trained "
+                        "on")}  # fmt: skip
+    what = kinds[by][2]
     lines = ["", "### Exported decoder", "",
              f"**{c['chosen']}** (export.choose = \"{c['choose']}\", choose_by = \"{by}\"; row {c['row']}). Validation R² ({what}, "
              + ("all outputs" if c.get("outputs", "all") == "all" else "outputs " + ", ".join(c["outputs"])) + "): "
              + ", ".join(f"{k} {v:.3f}" for k, v in sorted(c["val_r2"].items(), key=lambda kv: -kv[1])) + "."]  # fmt: skip
-    other = c.get("val_r2_own") if by == "transfer" else c.get("val_r2_transfer")
-    if other:
-        lines.append(("With each session's own readout" if by == "transfer" else
-                      "As shipped on the other training sessions (choose_by = \"transfer\")") + ": "
-                     + ", ".join(f"{k} {v:.3f}" for k, v in sorted(other.items(), key=lambda kv: -kv[1])) + ".")  # fmt: skip
+    for kind, (key, label, _) in kinds.items():
+        other = c.get(key)
+        if kind != by and other:
+            lines.append(f"{label}: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(other.items(), key=lambda kv: -kv[1])) + ".")
     if c["runner_up"] is not None:
         lines.append(f"Margin over the runner-up ({c['runner_up']}): {c['margin']:+.3f}.")
     if c.get("warning"):

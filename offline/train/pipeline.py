@@ -633,15 +633,18 @@ def shipped_rows(cfg, data, n_train: int, models, chosen: str) -> list[dict]:
     return rows
 
 
-def shipped_unseen(cfg, data, n_train: int, models, candidates, idx: list[int] | None) -> dict:
-    """Every candidate as shipped on the unseen sessions' test blocks: mean R² (outputs `idx`,
-    then sessions). Scored only, after the choice: what each would have given on new days."""
+def shipped_unseen(cfg, data, n_train: int, models, candidates, idx: list[int] | None, block: str = "test") -> dict:
+    """Every candidate as shipped on the unseen sessions' test blocks (`block` "test": scored
+    only, after the choice: what each would have given on new days) or validation blocks ("val":
+    what export.choose_by = "unseen" compares; no candidate trained on these sessions, and their
+    test blocks are not read): mean R² (outputs `idx`, then sessions)."""
+    blocks = {"test": _test_idx, "val": _val_idx}[block]
     out = {}
     for k in _trained(cfg, models, candidates) if len(data) > n_train else ():
         f = _shipped(cfg, data, models, k)
         per = []
         for s in data[n_train:]:
-            te = _test_idx(s)
+            te = blocks(s)
             r2 = r2_score(s.behavior[te], f(s, te))
             per.append(float(np.mean(r2 if idx is None else r2[idx])))
         out[k] = round(float(np.mean(per)), 6)
@@ -687,8 +690,8 @@ def shipped_markdown(rows: list[dict], names: list[str], choice: dict, idx: list
                        "it does not decode new days as it is (R² at or below 0: no better than each output's mean)")
                     + ". On a new day, refit its readout on a few minutes "
                     "recorded with behaviour: rtdecode calibrate BUNDLE FILE --out NEW --minutes 2"
-                    + ("; export.choose_by = \"transfer\" ships the candidate that carries over best"
-                       if choice.get("by") != "transfer" else ""))  # fmt: skip
+                    + ("; export.choose_by = \"unseen\" ships the candidate that decodes the unseen sessions' "
+                       "validation blocks best as shipped" if choice.get("by") != "unseen" else ""))  # fmt: skip
             lines.append(f"WARNING: {warn}.")
     return "\n".join(lines) + "\n", warn
 
@@ -889,6 +892,10 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
     if cfg.export.session >= n_train or cfg.eval.zero_shot_from >= n_train:
         raise ConfigError(f"export.session ({cfg.export.session}) and eval.zero_shot_from ({cfg.eval.zero_shot_from}) "
                           f"must name a training session (0..{n_train - 1})")  # fmt: skip
+    if cfg.export.choose_by == "unseen" and len(data) <= n_train:
+        raise ConfigError("export.choose_by = \"unseen\" scores the candidates as shipped on the unseen sessions' "
+                          "validation blocks, and this run holds out none: set data.held_out_sessions >= 1, or use "
+                          "choose_by = \"own\"")  # fmt: skip
     if cfg.export.choose_by == "transfer" and n_train < 2:
         raise ConfigError(f"export.choose_by = \"transfer\" scores the candidates on the training sessions other than "
                           f"export.session, and this run has {n_train}: use choose_by = \"own\", or train on more sessions")  # fmt: skip
@@ -958,8 +965,9 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
         cands = {**CHOICES, "distilled": _distilled_row(cfg)}
         out_idx = [names.index(o) for o in cfg.export.choose_outputs] or None
         transfer = shipped_scores(cfg, data, n_train, models, cands, out_idx)
+        unseen_val = shipped_unseen(cfg, data, n_train, models, cands, out_idx, block="val")
         choice = choose_decoder(rows, cfg.export.choose, cands, n_train, outputs=list(cfg.export.choose_outputs),
-                                names=names, transfer=transfer, by=cfg.export.choose_by)  # fmt: skip
+                                names=names, transfer=transfer, unseen=unseen_val, by=cfg.export.choose_by)  # fmt: skip
         shipped = shipped_rows(cfg, data, n_train, models, choice["chosen"])
         choice["shipped_unseen"] = shipped_unseen(cfg, data, n_train, models, cands, out_idx) or None
         shipped_md, choice["transfer_warning"] = shipped_markdown(shipped, names, choice, out_idx, choice["shipped_unseen"],

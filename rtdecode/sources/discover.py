@@ -6,14 +6,17 @@
 
 The fitting rule (`fit_problems`) is the one `rtdecode run` applies when it chooses a
 stream (rtdecode.sources.lsl): channel count, nominal rate and sample format against the
-bundle's input spec (manifest.json `input`).
+bundle's input spec (manifest.json `input`). With a bundle that names its channels, the
+channel labels of each stream that fits are read too (a resolve does not carry them: an inlet
+is opened for its full header) and judged by the rule `run` applies at connect
+(`lsl.channel_order`): as named, reordered by label, or decoded by position with a warning.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
-from typing import Iterable, NamedTuple
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Iterable, NamedTuple
 
 # sample formats the runtime reads (converted to the bundle's float32)
 READABLE_FORMATS = ("float32", "double64", "int32", "int16")
@@ -40,6 +43,9 @@ class StreamEntry:
     host: str
     uid: str = ""
     created_at: float = 0.0
+    # the stream's channel labels from its full header; None: not read (no bundle asked for
+    # them, the stream does not fit, or its header did not come in time), (): it has none
+    channel_labels: tuple[str, ...] | None = None
 
     @classmethod
     def from_info(cls, info) -> "StreamEntry":
@@ -87,16 +93,58 @@ def entry_problems(entry: StreamEntry, bundle) -> list[Misfit]:
                         want_rate=bundle.sampling_rate)  # fmt: skip
 
 
-def list_streams(timeout: float = 1.0) -> list[StreamEntry]:
+def list_streams(timeout: float = 1.0, *, labels_for: Callable[[StreamEntry], bool] | None = None,
+                 header_timeout: float = 2.0) -> list[StreamEntry]:  # fmt: skip
     """Every LSL stream that answers within `timeout` seconds (one entry per stream uid),
-    sorted by name, type and source_id."""
+    sorted by name, type and source_id. For the entries `labels_for` accepts, the channel
+    labels are read from the stream's full header (an inlet opened for at most
+    `header_timeout` s)."""
     import pylsl
 
-    seen: dict[str, StreamEntry] = {}
+    seen: dict[str, tuple[StreamEntry, object]] = {}
     for info in pylsl.resolve_streams(wait_time=float(timeout)):
         e = StreamEntry.from_info(info)
-        seen.setdefault(e.uid or f"{e.name}/{e.source_id}/{e.host}", e)
-    return sorted(seen.values(), key=lambda e: (e.name, e.type, e.source_id, e.host))
+        seen.setdefault(e.uid or f"{e.name}/{e.source_id}/{e.host}", (e, info))
+    out = []
+    for e, info in seen.values():
+        if labels_for is not None and labels_for(e):
+            e = replace(e, channel_labels=_read_labels(info, header_timeout))
+        out.append(e)
+    return sorted(out, key=lambda e: (e.name, e.type, e.source_id, e.host))
+
+
+def _read_labels(info, timeout: float) -> tuple[str, ...] | None:
+    import pylsl
+
+    inlet = pylsl.StreamInlet(info, max_buflen=1, recover=False)
+    try:
+        labels = inlet.info(timeout=timeout).get_channel_labels()
+    except Exception:  # no answer in time, or a header that does not parse: said as "not read"
+        return None
+    finally:
+        inlet.close_stream()
+    return tuple("" if x is None else str(x) for x in labels) if labels else ()
+
+
+def channel_verdict(entry: StreamEntry, bundle) -> tuple[str, str]:
+    """How `rtdecode run` would map this stream's channels onto the bundle's (the decision of
+    `lsl.channel_order`, and its warning or ""); ("", "") when the labels were not read."""
+    if getattr(bundle, "channel_names", None) is None:
+        return "by position (the bundle names no channels)", ""
+    if entry.channel_labels is None:
+        return "", ""
+    from .lsl import channel_order
+
+    _, decided, why = channel_order(list(entry.channel_labels), bundle.channel_names)
+    return decided, why
+
+
+def wants_labels(bundle) -> Callable[[StreamEntry], bool] | None:
+    """The `labels_for` of `list_streams` for a bundle: the streams that fit it, when it names
+    its channels."""
+    if bundle is None or getattr(bundle, "channel_names", None) is None:
+        return None
+    return lambda e: not entry_problems(e, bundle)
 
 
 def check_fit(entries: list[StreamEntry], bundle) -> list[tuple[StreamEntry, list[Misfit]]]:
@@ -111,6 +159,10 @@ def to_json(entries: list[StreamEntry], bundle=None) -> str:
             probs = entry_problems(e, bundle)
             row["fits"] = not probs
             row["problems"] = [p.text for p in probs]
+            if not probs:
+                decided, why = channel_verdict(e, bundle)
+                row["channel_order"] = decided or None
+                row["channel_warning"] = why or None
         rows.append(row)
     return json.dumps(rows, indent=1)
 
@@ -123,10 +175,23 @@ def table(entries: list[StreamEntry], bundle=None) -> str:
         head.append("fits")
         for r, e in zip(rows, entries):
             probs = entry_problems(e, bundle)
-            r.append("yes" if not probs else "no: " + "; ".join(p.text for p in probs))
+            r.append(_fits_cell(e, bundle, probs))
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows]]
     return "\n".join(lines)
+
+
+def _fits_cell(entry: StreamEntry, bundle, probs: list[Misfit]) -> str:
+    if probs:
+        return "no: " + "; ".join(p.text for p in probs)
+    decided, why = channel_verdict(entry, bundle)
+    if not decided:
+        return "yes (its channel labels were not read: the header did not come in time)"
+    if decided in ("as named", "as numbered") or "names no channels" in decided:
+        return "yes"
+    if why:
+        return f"yes, but {why}" if decided.startswith("by position") else f"yes, {decided} (`run` does this itself)"
+    return f"yes, {decided}: its order must be the bundle's, which nothing can check"
 
 
 def summary_line(entries: list[StreamEntry], bundle=None, timeout: float = 1.0) -> str:

@@ -6,6 +6,8 @@ Checks what the harness counts and how it splits the latency, never absolute tim
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -92,7 +94,10 @@ def arrival_run(tmp_path_factory):
     cfg = BenchConfig(out=str(out), channels=96, rate=1000.0, chunk=10, bin_ms=10.0, window=10, model="linear",
                       duration_s=3.0, warmup_s=0.5, lead_s=2.5, peers=("baseline",), stamping="arrival",
                       transport="ipc", plots=False)  # fmt: skip
-    return out, run_bench(cfg)
+    before = set(Path(tempfile.gettempdir()).glob("rtdecode-bench-*.ipc"))
+    res = run_bench(cfg)
+    res["_ipc_left"] = set(Path(tempfile.gettempdir()).glob("rtdecode-bench-*.ipc")) - before
+    return out, res
 
 
 def test_arrival_stamps_measured_from_acquisition_and_bins_counted_exactly(arrival_run):
@@ -112,6 +117,7 @@ def test_arrival_stamps_measured_from_acquisition_and_bins_counted_exactly(arriv
         assert 0.3 < L["stamp_error"]["p50"] < 5.0, (name, L["stamp_error"])
         assert r["split_residual_ms_max"] < 1e-3
     assert res["config"]["transport"] == "ipc" and res["consumers"]["rtdecode"]["command"]
+    assert not res["_ipc_left"], res["_ipc_left"]  # every consumer's socket file removed, however it exited
 
 
 @pytest.mark.parametrize("kw, needle", [({"run_options": ("spin_s 3",)}, "not a TOML line"),

@@ -53,6 +53,41 @@ def test_streams_lists_every_stream_and_marks_which_fit(lsl_outlet, bundle8):
     assert t.stdout.splitlines()[0].split()[:7] == ["name", "type", "channels", "rate_hz", "format", "source_id", "host"]
 
 
+def test_streams_with_a_bundle_that_names_its_channels_checks_each_fitting_streams_labels(lsl_outlet, tmp_path):
+    """`run` compares a stream's channel labels with the bundle's names at connect; `streams
+    --bundle` says beforehand what it will decide, from the stream's full header (which a
+    resolve does not carry): as named, another order (reordered), other names (decoded by
+    position, warned), or no labels."""
+    names = [f"e{c:02d}" for c in range(8)]
+    b = make_bundle(tmp_path / "named", n_channels=8, channel_names=names)
+    kind = unique_name("LFPlab")
+    same = lsl_outlet(unique_name("Same"), type=kind, channels=8, labels=",".join(names))
+    shuffled = lsl_outlet(unique_name("Shuf"), type=kind, channels=8, labels=",".join(names[::-1]))
+    numbered = lsl_outlet(unique_name("Num"), type=kind, channels=8)  # ch0..ch7: the names' numbers, in order
+    foreign = lsl_outlet(unique_name("Foreign"), type=kind, channels=8, labels=",".join(f"A{c + 30}" for c in range(8)))
+    bare = lsl_outlet(unique_name("Bare"), type=kind, channels=8, labels="none")
+    wrong = lsl_outlet(unique_name("Four"), type=kind, channels=4, labels="a,b,c,d")
+    r = _cli("streams", "--bundle", str(b.path), "--json", "--timeout", "1.5")
+    assert r.returncode == 0, r.stderr
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert rows[same.name]["channel_order"] == "as named" and rows[same.name]["channel_warning"] is None
+    assert rows[shuffled.name]["channel_order"] == "reordered by name"
+    assert rows[numbered.name]["channel_order"] == "as numbered"
+    assert rows[foreign.name]["channel_order"].startswith("by position (labels are not")
+    assert "A30, A31" in rows[foreign.name]["channel_warning"] and "e00, e01" in rows[foreign.name]["channel_warning"]
+    assert rows[bare.name]["channel_order"] == "by position (the stream's channels carry no labels)"
+    assert rows[wrong.name]["fits"] is False and "channel_order" not in rows[wrong.name]  # labels not read
+    assert all(rows[o.name]["fits"] for o in (same, shuffled, numbered, foreign, bare))  # labels never make a misfit
+
+    t = _cli("streams", "--bundle", str(b.path), "--timeout", "1.5")
+    assert t.returncode == 0, t.stderr
+    cell = {o.name: next(ln for ln in t.stdout.splitlines() if ln.startswith(o.name)) for o in (same, shuffled, numbered, foreign, bare)}
+    assert cell[same.name].rstrip().endswith("yes") and cell[numbered.name].rstrip().endswith("yes")
+    assert "yes, reordered by name" in cell[shuffled.name]
+    assert "yes, but its channel labels (A30, A31" in cell[foreign.name] and "rtdecode info BUNDLE" in cell[foreign.name]
+    assert "carry no labels" in cell[bare.name] and "nothing can check" in cell[bare.name]
+
+
 def test_streams_json_is_json_only(tmp_path):
     r = _cli("streams", "--timeout", "0.3", "--json")
     assert r.returncode == 0 and isinstance(json.loads(r.stdout), list)

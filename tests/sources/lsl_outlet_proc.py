@@ -50,10 +50,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="the pusher stalls once before this sample for --pause-s, then pushes its backlog as fast as it can")
     p.add_argument("--pause-s", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--labels", default="", help="comma-separated channel labels ('none': no labels; default ch0, ch1, ...)")
     a = p.parse_args(argv)
 
     info = pylsl.StreamInfo(a.name, a.type, a.channels, a.rate, FORMATS[a.format], a.source_id)
-    info.set_channel_labels([f"ch{c}" for c in range(a.channels)])
+    if a.labels != "none":
+        info.set_channel_labels(a.labels.split(",") if a.labels else [f"ch{c}" for c in range(a.channels)])
     outlet = pylsl.StreamOutlet(info, chunk_size=a.chunk, max_buffered=2)
     dtype = np.int16 if a.format == "int16" else np.float32
     offsets = np.arange(a.channels, dtype=np.float64)

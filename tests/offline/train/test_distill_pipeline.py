@@ -217,6 +217,10 @@ def test_shapes_that_do_not_fit_the_data_are_refused(tmp_path):
         run_distill(tiny_cfg(data={"held_out_sessions": 2, "guard_bins": 10}, export={"choose": "best", "choose_by": "transfer"}),
                     tmp_path / "t", sessions=tiny_sessions(n_bins=600))  # fmt: skip (one training session: refused before training)
     assert not (tmp_path / "t" / "checkpoints").exists() or not any((tmp_path / "t" / "checkpoints").iterdir())
+    with pytest.raises(ConfigError, match="choose_by = \"unseen\" scores the candidates as shipped on the unseen"):
+        run_distill(tiny_cfg(data={"held_out_sessions": 0}, export={"choose": "best", "choose_by": "unseen"}),
+                    tmp_path / "u", sessions=tiny_sessions(n_bins=600))  # fmt: skip (refused before training)
+    assert not (tmp_path / "u" / "checkpoints").exists() or not any((tmp_path / "u" / "checkpoints").iterdir())
     with pytest.raises(ConfigError, match=r"export.choose_outputs names \['speed'\].*its outputs are"):
         run_distill(tiny_cfg(export={"choose": "best", "choose_outputs": ["speed"]}), tmp_path / "w",
                     sessions=tiny_sessions(n_bins=600))  # fmt: skip

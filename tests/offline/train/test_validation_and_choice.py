@@ -191,7 +191,7 @@ def test_the_choice_can_be_scored_on_the_outputs_the_experiment_uses():
     assert load_config({"export": {"choose_outputs": ["vx", "vy"]}}).export.choose_outputs == ["vx", "vy"]
     with pytest.raises(ConfigError, match="choose_outputs"):
         load_config({"export": {"choose_outputs": "vx"}})
-    with pytest.raises(ConfigError, match="choose_by must be 'own' or 'transfer'"):
+    with pytest.raises(ConfigError, match="choose_by must be 'own', 'transfer' or 'unseen'"):
         load_config({"export": {"choose_by": "transfr"}})
 
 
@@ -204,7 +204,7 @@ def test_the_bundle_holds_the_decoder_the_config_chooses(tmp_path, monkeypatch, 
     import offline.train.pipeline as pl
     from offline.train.distill import StudentObjective
     from offline.train.decode import lagged_features
-    from offline.train.evaluate import choose_decoder
+    from offline.train.evaluate import choice_markdown, choose_decoder
     from rtdecode.batch import decode_recording, r2_score
     from rtdecode.bundle import load_bundle
 
@@ -265,6 +265,23 @@ def test_the_bundle_holds_the_decoder_the_config_chooses(tmp_path, monkeypatch, 
     assert t["chosen"] == max(c["val_r2_transfer"], key=c["val_r2_transfer"].get) and t["val_r2"] == c["val_r2_transfer"]
     with pytest.raises(ValueError, match="at least 2 training sessions"):
         choose_decoder(rows, "best", {"ridge": "ridge_lfp"}, transfer={}, by="transfer")
+    # choose_by = "unseen": as shipped on the unseen sessions' validation blocks (checked against
+    # the bundle itself for the chosen candidate); their test blocks are not what it compares
+    assert set(c["val_r2_unseen"]) == set(c["shipped_unseen"])
+    if c["chosen"] in c["val_r2_unseen"]:
+        vals = [np.mean(r2_score(d.behavior[np.arange(d.val.start, d.val.stop)],
+                                 decode_recording(b, s.lfp)[np.arange(d.val.start, d.val.stop)]))
+                for s, d in zip(sessions[n_train:], data[n_train:])]  # fmt: skip
+        assert c["val_r2_unseen"][c["chosen"]] == pytest.approx(np.mean(vals), abs=2e-3)
+        assert c["val_r2_unseen"][c["chosen"]] != pytest.approx(c["shipped_unseen"][c["chosen"]], abs=1e-6)
+    u = choose_decoder(rows, "best", {"distilled": "distilled_sup", "lfp_only": "lfp_multi", "ridge": "ridge_lfp",
+                                      "ridge_pooled": "ridge_pooled"},
+                       unseen=c["val_r2_unseen"], by="unseen")  # fmt: skip
+    assert u["chosen"] == max(c["val_r2_unseen"], key=c["val_r2_unseen"].get) and u["val_r2"] == c["val_r2_unseen"]
+    assert "As shipped on the unseen sessions" in md and "As shipped on the other training sessions" in md
+    assert "choose_by = \"unseen\"" in choice_markdown(u) and "which no candidate trained on" in choice_markdown(u)
+    with pytest.raises(ValueError, match="at least 1 unseen session"):
+        choose_decoder(rows, "best", {"ridge": "ridge_lfp"}, unseen={}, by="unseen")
     # distilled and LFP-only pre-training: the same reconstruction weight, each student's own
     # input masking (loss.distill_mask_ratio, loss.mask_ratio), alignment only for the distilled one
     pre = {st: (rc, mr, al) for st, rc, mr, al in made}
