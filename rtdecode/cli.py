@@ -130,6 +130,9 @@ def cmd_info(args) -> int:
         return 0
     print(b.describe())
     print(repr(b.chain))
+    names = b.channel_names
+    print(f"channels ({b.n_channels}), the order it decodes: " + (", ".join(names) if names else
+          "not named (manifest input.channel_names is null): the stream's order must be the training order"))  # fmt: skip
     cal = b.provenance.get("calibration") if isinstance(b.provenance, dict) else None
     if isinstance(cal, dict) and cal.get("label_free"):  # `rtdecode calibrate --label-free`
         rec = cal.get("recording", {})
@@ -197,8 +200,14 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    import importlib.util
+
     from .bench import PEERS, main_bench
 
+    missing = [m for m in ("psutil", "matplotlib") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"rtdecode bench needs {' and '.join(missing)} (its CPU and memory figures, its plots), which "
+                          "come with the bench extra: python -m pip install -e '.[bench]'")  # fmt: skip
     bad = [p for p in (args.peers or "").split(",") if p and p != "none" and p not in PEERS]
     if bad:
         raise ConfigError(f"--peers: unknown peer(s) {', '.join(bad)}; choose from {', '.join(PEERS)} or none")

@@ -97,6 +97,13 @@ PULL_BACKSTEP = 128  # == FLAG_TIME_JITTER; no longer set: jitter is absorbed by
 
 _SLEW = 5e-4  # the published clock follows the fit at most this fast (s per s)
 _MAX_DRIFT = 1e-3  # the fitted period stays within this of the nominal one
+# the stream's real rate against its nominal one (`_rate_window`): over each _RATE_S of wall time,
+# more real samples than the nominal rate allows by _RATE_TOL (clocks differ by ppm; a stall's
+# backlog can fill one window, so two windows in a row), or more than _RATE_LOST of what came
+# counted lost (two in a row), is said once per connection, with the rate measured
+_RATE_S = 10.0
+_RATE_TOL = 2.5e-3
+_RATE_LOST = 0.2
 _SETTLE_SIGMA = 0.05  # fit RMS residual (in periods) above which a gap's size is settled on later chunks
 _ENV = 256  # pulls in the lower envelope of the stamps (gap sizing): ~2.5 s of 10-sample chunks
 _ENV_MIN = 8  # pulls in the envelope before it sizes gaps (fewer: the mean of the residuals does)
@@ -175,6 +182,7 @@ class SourceEvents:
     backsteps: int = 0  # pulls whose raw stamps did not increase (jitter; absorbed by the dejittered clock)
     stamp_outliers: int = 0  # chunks stamped off the dejittered clock beyond the tolerance, nothing lost
     catchups: int = 0  # pulls of a pusher catching up after it stalled (its stamps late and falling back to the line)
+    rate_mismatches: int = 0  # 10-s windows in which the stream did not deliver its nominal rate (the log says how)
     stalls: int = 0  # no sample for stall_timeout
     lost: int = 0  # liblsl reported the outlet gone
     reconnects: int = 0
@@ -186,34 +194,50 @@ class SourceEvents:
         return asdict(self)
 
 
-def _trailing_ints(labels) -> list[int] | None:
-    """Each label's trailing integer ("ch25", "A-025", "25" -> 25), or None unless every label has
-    one and they are distinct."""
+# prefixes that name no electrode: "ch25", "chan25", "E25" and "25" are the same channel 25
+_GENERIC_PREFIXES = ("", "ch", "chan", "channel", "e", "el", "elec", "electrode", "lfp")
+
+
+def _trailing_ints(labels) -> tuple[list[int], str] | None:
+    """Each label's trailing integer ("ch25", "A-025", "25" -> 25) and the one prefix every label
+    shares (lower case, separators dropped: "A-025" -> "a"), or None unless every label has one,
+    they are distinct and the prefix is common to all (O1, T3 are two electrode groups)."""
     import re
 
-    out = []
+    out, prefixes = [], set()
     for lab in labels:
-        m = re.search(r"(\d+)\s*$", str(lab))
+        m = re.fullmatch(r"(.*?)(\d+)\s*", str(lab))
         if not m:
             return None
-        out.append(int(m.group(1)))
-    return out if len(set(out)) == len(out) else None
+        out.append(int(m.group(2)))
+        prefixes.add(re.sub(r"[\s_\-.:]+", "", m.group(1)).lower())
+    if len(set(out)) != len(out) or len(prefixes) != 1:
+        return None
+    return out, prefixes.pop()
+
+
+def _same_numbering(a: str, b: str) -> bool:
+    """Prefixes under which equal numbers are the same channel: equal, or both generic."""
+    return a == b or (a in _GENERIC_PREFIXES and b in _GENERIC_PREFIXES)
 
 
 def channel_order(labels, names) -> tuple[np.ndarray | None, str, str]:
     """How a stream's channels map onto the consumer's (`names`, the bundle's training order).
     Returns (permutation or None, what was decided, a warning or ""): "as named" (the labels are
     the names, in order), "reordered by name" (the same names in another order: data[:, j] =
-    stream channel perm[j]), "reordered by number" (labels and names differ only around the
-    same distinct trailing numbers, "ch25" for "25"), else "by position" with the reason (no
+    stream channel perm[j]), "reordered by number" (labels and names carry the same distinct
+    trailing numbers under one prefix each that names no electrode group, "ch25" for "25" or
+    "E25", not "B-025" for "A-025" nor "O1, T3" for "Fp1, C3"), else "by position" with the reason (no
     labels, no names, or labels that are not the names: the stream's order must then be the
     training order, which nothing can check)."""
     labs = [str(x).strip() for x in labels] if labels else []
     if names is None:
         return None, "by position (the bundle names no channels)", ""
     names = [str(x).strip() for x in names]
-    if not labs or not all(labs) or len(labs) != len(names):
+    if not labs or not any(labs) or len(labs) != len(names):
         return None, "by position (the stream's channels carry no labels)", ""
+    if not all(labs):
+        return None, f"by position ({sum(not x for x in labs)} of {len(labs)} channels carry no label)", ""
     if labs == names:
         return None, "as named", ""
     head = ", ".join(labs[:4]) + (", ..." if len(labs) > 4 else "")
@@ -223,7 +247,8 @@ def channel_order(labels, names) -> tuple[np.ndarray | None, str, str]:
         perm = np.array([pos[nm] for nm in names], np.intp)
         return perm, "reordered by name", (f"its channels ({head}) are the bundle's ({want}) in another order: "
                                            "reordered into the bundle's order by label")  # fmt: skip
-    a, b = _trailing_ints(labs), _trailing_ints(names)
+    ta, tb = _trailing_ints(labs), _trailing_ints(names)
+    a, b = (ta[0], tb[0]) if ta is not None and tb is not None and _same_numbering(ta[1], tb[1]) else (None, None)
     if a is not None and b is not None and set(a) == set(b):
         if a == b:
             return None, "as numbered", ""
@@ -375,6 +400,7 @@ class LSLSource:
         # every gap's estimate, newest last (slow path only): (raw stamp of the first sample after
         # it, samples counted lost, how: "line" | "envelope" | "mean", chunks after it it was settled on)
         self.gap_log: collections.deque = collections.deque(maxlen=1024)
+        self._rate_warned = [False, False]  # faster than announced, losing (or slower): said once per connection
         self._fit_reset()
         # residual mean square (weight, weighted sum), kept across segments: the stream's jitter
         # does not change with a clock reset. Prior: tolerance / 6 for 1 s, so the first gaps
@@ -490,6 +516,7 @@ class LSLSource:
         self._last_ts_local = ts_out[n - 1]
         ev.chunks += 1
         ev.samples += n
+        self._rate_window(now, n)
         if self.check_finite and not math.isfinite(self.data[:n].sum()):
             self.last_flags |= PULL_NONFINITE
             ev.nonfinite_chunks += 1
@@ -497,6 +524,45 @@ class LSLSource:
             self.last_flags |= PULL_STALE
             ev.stale_chunks += 1
         return n
+
+    def _rate_window(self, now: float, n: int) -> None:
+        """Whether the stream delivers the rate it announces. The dejittered clock holds the
+        fitted period within _MAX_DRIFT of the nominal one and sizes gaps on it, so a stream that
+        really runs faster gets stamps that run ahead of its data, and one that runs slower gets
+        half its samples filled as lost; neither is a fault of the link. Scalars only."""
+        if self._rw_t0 != self._rw_t0:  # NaN: a new window, from this pull (its samples not counted)
+            self._rw_t0, self._rw_n, self._rw_lost0, self._rw_max = now, 0, self.events.samples_lost_est, 0
+            return
+        self._rw_n += n
+        if n > self._rw_max:
+            self._rw_max = n
+        span = now - self._rw_t0
+        if span < _RATE_S:
+            return
+        lost = self.events.samples_lost_est - self._rw_lost0
+        # both ends of the window are pull times: each may lag its samples by up to a pull
+        fast = self._rw_n - 2 * self._rw_max > span * self.sampling_rate * (1.0 + _RATE_TOL)
+        lossy = lost > _RATE_LOST * (self._rw_n + lost)
+        self._rw_fast = self._rw_fast + 1 if fast else 0
+        self._rw_slow = self._rw_slow + 1 if lossy else 0
+        if fast or lossy:
+            self.events.rate_mismatches += 1
+        name, fs = self._info.get("name", "?"), self.sampling_rate
+        if self._rw_fast >= 2 and not self._rate_warned[0]:
+            self._rate_warned[0] = True
+            log.warning("stream '%s' announces %g Hz but delivers %.1f Hz (its samples over the last %.0f s of wall "
+                        "time): decoded as %g Hz, its bins' t_lsl run ahead of the data and the filters are off by "
+                        "%.1f %%; set the acquisition to %g Hz (the bundle's input.sampling_rate) or make the stream "
+                        "announce its real rate", name, fs, self._rw_n / span, span, fs,
+                        100.0 * (self._rw_n / span / fs - 1.0), fs)  # fmt: skip
+        if self._rw_slow >= 2 and not self._rate_warned[1]:
+            self._rate_warned[1] = True
+            got = self._rw_n / span
+            log.warning("stream '%s' delivered %.0f %% of the samples its nominal %g Hz implies over the last %.0f s "
+                        "(%.1f Hz; the rest were counted lost and filled): it loses samples (network, acquisition "
+                        "buffer) or runs slower than it announces; check the acquisition's rate: the bins are largely "
+                        "filled data", name, 100.0 * self._rw_n / (self._rw_n + lost), fs, span, got)  # fmt: skip
+        self._rw_t0, self._rw_n, self._rw_lost0, self._rw_max = now, 0, self.events.samples_lost_est, 0
 
     def _wait_first(self, inlet):
         """The first sample of a pull with `spin_s` > 0: block until `spin_s` before the next
@@ -710,6 +776,7 @@ class LSLSource:
         }
         self._connected = True
         self._prev_ts = math.nan
+        self._rate_warned = [False, False]
         self._fit_reset()  # a new inlet is a new clock segment
         self.clock_shift = 0.0
         self._old_line = None
@@ -801,6 +868,10 @@ class LSLSource:
         self._S0 = self._Su = self._Suu = self._Sv = self._Suv = 0.0  # weighted sums about it
         self._ok = self._ot = math.nan  # sample count and published stamp of the last sample out
         self._env_n = 0  # pulls in the envelope ring
+        self._rw_t0 = math.nan  # the rate window (`_rate_window`): its start (wall clock), real samples
+        self._rw_n = 0  # since, samples counted lost when it started, windows in a row too fast / lossy
+        self._rw_lost0 = self.events.samples_lost_est
+        self._rw_fast = self._rw_slow = self._rw_max = 0  # ... and the largest pull in it
 
     def _line(self) -> tuple[float, float]:
         """(a, b): the fitted raw stamp at the reference is ft + a, b seconds per sample."""

@@ -129,3 +129,18 @@ def test_bench_options_are_checked_before_anything_runs(kw, needle):
     with pytest.raises(BenchError, match=needle):
         BenchConfig(**kw)
     BenchConfig(run_options=("spin_s = 0.0005", 'gc_mode = "python"'), transport="ipc")  # these are fine
+
+
+def test_bench_without_the_bench_extra_says_which_package_and_how_to_install_it(monkeypatch, capsys, tmp_path):
+    """psutil and matplotlib come with the bench extra only: without them `rtdecode bench` is a
+    one-line usage error (exit 2) naming the package and the install command, before anything runs."""
+    import importlib.util
+
+    from rtdecode.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "psutil" else real(name, *a))
+    assert main(["bench", "--duration", "1", "--peers", "none", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "needs psutil" in err and "pip install -e '.[bench]'" in err and "Traceback" not in err
+    assert not (tmp_path / "b").exists()

@@ -86,6 +86,8 @@ def test_streams_with_a_bundle_that_names_its_channels_checks_each_fitting_strea
     assert "yes, reordered by name" in cell[shuffled.name]
     assert "yes, but its channel labels (A30, A31" in cell[foreign.name] and "rtdecode info BUNDLE" in cell[foreign.name]
     assert "carry no labels" in cell[bare.name] and "nothing can check" in cell[bare.name]
+    info = _cli("info", str(b.path))  # where the warning sends the user: the names, in the order decoded
+    assert info.returncode == 0 and "channels (8), the order it decodes: " + ", ".join(names) in info.stdout
 
 
 def test_streams_json_is_json_only(tmp_path):
@@ -151,3 +153,28 @@ def test_run_resolve_timeout_flag_is_used(bundle8):
     assert r.returncode == 2, r.stderr
     assert "within 0.4 s" in r.stderr and missing in r.stderr and "Traceback" not in r.stderr
     assert r.stderr.count("error:") == 1
+
+
+@pytest.mark.parametrize("labels, names, decided", [
+    ("ch0,ch1,ch2", "0,1,2", "as numbered"),
+    ("ch2,ch0,ch1", "0,1,2", "reordered by number"),
+    ("E1,E2,E3", "chan-1,chan-2,chan-3", "as numbered"),
+    ("a1,a2,a3", "A-01,A-02,A-03", "as numbered"),  # one group, written two ways
+    ("e02,e00,e01", "e00,e01,e02", "reordered by name"),
+    ("O1,O2,T3,T4", "Fp1,Fp2,C3,C4", "by position (labels are not the bundle's names)"),  # other electrodes
+    ("O2,O1,T4,T3", "Fp1,Fp2,C3,C4", "by position (labels are not the bundle's names)"),
+    ("B-000,B-001,B-002", "A-000,A-001,A-002", "by position (labels are not the bundle's names)"),  # another port
+    ("ch0,ch1,", "0,1,2", "by position (1 of 3 channels carry no label)"),
+])  # fmt: skip
+def test_channels_match_by_number_only_within_one_unnamed_group(labels, names, decided):
+    """A trailing number is the same channel only when neither side names an electrode group:
+    'ch25' is '25', but 'B-025' (another headstage port) is not 'A-025', nor are O1, T3 (other
+    electrodes of a montage) Fp1, C3. Those are decoded by position, with the warning."""
+    from rtdecode.sources.lsl import channel_order
+
+    perm, got, why = channel_order(labels.split(","), names.split(","))
+    assert got == decided
+    assert (perm is not None) == got.startswith("reordered")
+    assert bool(why) == (got.startswith("reordered") or got.startswith("by position (labels"))
+    if got == "reordered by number":
+        assert [labels.split(",")[i] for i in perm] == ["ch0", "ch1", "ch2"]

@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the pusher stalls once before this sample for --pause-s, then pushes its backlog as fast as it can")
     p.add_argument("--pause-s", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--true-rate", type=float, default=0.0, help="push (and stamp) at this rate, not the announced --rate (0: --rate)")
     p.add_argument("--labels", default="", help="comma-separated channel labels ('none': no labels; default ch0, ch1, ...)")
     a = p.parse_args(argv)
 
@@ -63,11 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = pylsl.local_clock() + 0.05
     print(f"READY {t0:.6f}", flush=True)
     k = 0  # index of the next sample
-    n_total = int(a.duration * a.rate)
+    rate = a.true_rate or a.rate  # a stream announced at --rate that really runs at --true-rate
+    n_total = int(a.duration * rate)
     while k < n_total:
         c = int(rng.integers(1, a.chunk_max + 1)) if a.chunk_max > 0 else a.chunk
         end = k + c  # this chunk holds samples k .. end-1
-        due = t0 + (end - 1) / a.rate
+        due = t0 + (end - 1) / rate
         if 0 <= a.pause_at < end:  # a pusher that stalls (a busy acquisition thread), then catches up:
             time.sleep(a.pause_s)  # the chunks due meanwhile go out back to back, each stamped when pushed
             a.pause_at = -1
@@ -85,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
                 x[:, a.flat_channel] = 1000
             if a.nan_at >= 0 and (idx[keep] == a.nan_at).any():
                 x[idx[keep] == a.nan_at, -1] = np.nan
-            ts = t0 + idx[keep] / a.rate
+            ts = t0 + idx[keep] / rate
             if a.reset_at >= 0:
                 ts = np.where(idx[keep] >= a.reset_at, ts - a.reset_by, ts)
             if a.stamping == "arrival":  # as acquisition software does: the clock at push time, plus its jitter
-                late = (c - 1 - int(np.flatnonzero(keep)[-1])) / a.rate  # dropped samples at the chunk's end
+                late = (c - 1 - int(np.flatnonzero(keep)[-1])) / rate  # dropped samples at the chunk's end
                 reset = a.reset_by if 0 <= a.reset_at <= idx[keep][-1] else 0.0
                 outlet.push_chunk(x, pylsl.local_clock() + rng.uniform(0, a.jitter_ms) / 1e3 - late - reset)
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -318,3 +319,28 @@ def test_clock_reset_is_found_under_jitter(lsl_outlet):
     # the jump is known, so ages and staleness still compare with this host's clock
     assert abs(src.clock_shift - 10.0) < 2e-3, src.clock_shift - 10.0  # refined on the new segment's fit
     assert not any(p[4] & PULL_STALE for p in pulls)
+
+
+@pytest.mark.parametrize("true_rate, said", [(1000.0, None), (1040.0, "announces 1000 Hz but delivers 10"),
+                                             (500.0, "of the samples its nominal 1000 Hz implies")])  # fmt: skip
+def test_a_stream_that_does_not_run_at_its_announced_rate_is_said_once(lsl_outlet, monkeypatch, caplog, true_rate, said):
+    # found by a new-user probe: an outlet that announces 1000 Hz and really pushes 1024 Hz got
+    # t_lsl stamps running ahead of its data without limit (the fitted period is held within
+    # 0.1 % of the nominal one), and one that pushes 500 Hz had half its samples filled as lost,
+    # both with no word. Windows of 2 s here (10 s in use); arrival stamps, chunks of 1-19.
+    import rtdecode.sources.lsl as lsl
+
+    monkeypatch.setattr(lsl, "_RATE_S", 2.0)
+    o = lsl_outlet(unique_name("Rate"), channels=CH, duration=30.0, true_rate=true_rate, seed=6, **ARRIVAL)
+    with caplog.at_level(logging.WARNING, logger=lsl.__name__), source(o.name) as src:
+        collect(src, lambda i: False, timeout=7.5)
+        ev = src.events
+    said_ = [r.getMessage() for r in caplog.records if "Hz" in r.getMessage() and "stream '" in r.getMessage()]
+    if said is None:
+        assert ev.rate_mismatches == 0 and not said_, (ev, said_)
+        return
+    assert ev.rate_mismatches >= 2 and len(said_) == 1 and said in said_[0], (ev, said_)
+    if true_rate > 1000:
+        assert "delivers 10" in said_[0] and "t_lsl run ahead" in said_[0]
+    else:
+        assert "counted lost and filled" in said_[0] and ev.samples_lost_est > 0.3 * ev.samples
