@@ -120,6 +120,7 @@ class Telemetry:
     reconnects: int = 0
     repaired_chunks: int = 0
     samples: int = 0
+    long_pulls: int = 0  # pulls of more than one bin's samples (an outlet's chunking, or a backlog)
     lat: np.ndarray = field(default=None)  # type: ignore[assignment]  # processing latency, ms
     age: np.ndarray = field(default=None)  # type: ignore[assignment]  # bin's last sample -> publish, ms
     _n: int = 0
@@ -226,7 +227,8 @@ class Runtime:
         self._gc_tick = False
         self.rt_priority = "off"  # what rt_priority achieved (summary)
         self._ticks = 0
-        self._late_at = (0, 0, 0, 0, 0, 0)  # published, overruns, late_on_arrival, samples, pulls, stalls + catch-ups at the last status
+        self._late_at = (0, 0, 0, 0, 0, 0, 0)  # published, overruns, late_on_arrival, samples, pulls, stalls + catch-ups, long pulls at the last status
+        self._bin_samples = int(self.chain.spec.bin_samples)
         self._late_warned = False
 
     # -- construction -------------------------------------------------------------
@@ -414,6 +416,8 @@ class Runtime:
         if self.tel.samples == 0:
             self.first_sample_ts = float(ts[0])
         self.tel.samples += n
+        if n > self._bin_samples:
+            self.tel.long_pulls += 1
         count_changes(data, n, self._ch_last, self._ch_changes)
         flags |= self._flat_flag | self._scale_flag
         gap = getattr(src, "last_gap_samples", 0)
@@ -635,11 +639,13 @@ class Runtime:
         stalls = (getattr(ev, "stalls", 0) or 0) + (getattr(ev, "catchups", 0) or 0)
         samples, n_pulls = t.samples - self._late_at[3], pulls - self._late_at[4]
         stalled = stalls > self._late_at[5]  # the outlet stalled this period: its backlog, not its chunking, was late
-        self._late_at = (t.published, t.overruns, t.late_on_arrival, t.samples, pulls, stalls)
+        n_long = t.long_pulls - self._late_at[6]
+        self._late_at = (t.published, t.overruns, t.late_on_arrival, t.samples, pulls, stalls, t.long_pulls)
         per = samples / n_pulls if n_pulls > 0 else 0.0
-        # chunks longer than a bin: else the lateness came from elsewhere (a stall before the pull)
+        # most pulls longer than a bin: the outlet's chunks are (one hiccup's backlog, pulled at
+        # once, raises the mean samples per pull but not this); else the lateness came from elsewhere
         if (self._late_warned or stalled or bins < 20 or over < max(5, 0.1 * bins) or late < 0.8 * over
-                or per <= self.chain.spec.bin_samples):  # fmt: skip
+                or n_pulls == 0 or n_long < 0.5 * n_pulls):  # fmt: skip
             return
         self._late_warned = True
         rate = self.bundle.sampling_rate

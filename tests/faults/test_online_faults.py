@@ -103,6 +103,19 @@ def test_bins_late_after_an_outlet_stall_are_not_blamed_on_its_chunking(bundle4,
     assert summary["gaps"] == 0 and summary["filled_samples"] == 0  # and the stall's backlog is late, not lost
 
 
+def test_bins_late_after_one_hiccup_of_a_one_bin_outlet_are_not_blamed_on_its_chunking(bundle4, caplog):
+    """Found by a third probe: an outlet of 10-sample chunks (one bin) that hiccuped once for
+    ~0.15 s, under the stall timeout and with its stamps on the schedule (no catch-up), had its
+    backlog pulled at once; the mean samples per pull went over a bin and the log blamed the
+    outlet's chunking. Chunking is the cause only when most pulls are longer than a bin."""
+    with caplog.at_level("WARNING", logger="rtdecode.runtime"):
+        _, summary, _ = run_outlet(bundle4, "hiccup", duration=4.0, chunk=10, pause_at=1500, pause_s=0.15)
+    assert summary["overruns"] >= 5 and summary["late_on_arrival"] > 0  # the hiccup made late bins
+    assert summary["source_events"]["stalls"] + summary["source_events"]["catchups"] == 0  # not a stall
+    assert not [r for r in caplog.records if "the lateness is the outlet's chunking" in r.getMessage()]
+    assert summary["gaps"] == 0 and summary["filled_samples"] == 0
+
+
 def test_flat_channel_is_detected_flagged_and_published(bundle4):
     h, summary, _ = run_outlet(bundle4, "flat", duration=2.5, flat_channel=2)
     assert summary["flat_channels"] == [2]
