@@ -156,6 +156,12 @@ def warn_normalization(bundle: Bundle, renormalize_s: float) -> bool:
     renormalised for this day decodes on its export session's statistics: say so, once, with
     the two fixes. True when it warned."""
     cal = bundle.provenance.get("calibration") if isinstance(bundle.provenance, dict) else None
+    if bundle.chain.norm_scope != "session" and renormalize_s:  # found by a new-user probe: said nothing
+        log.warning("%s was trained on features z-scored over every training session together (chain.norm_scope "
+                    "'pooled'): its decoder never saw per-session statistics, so --renormalize (which refits them on "
+                    "this stream, label-free) may not help and can hurt; train with [chain] normalize = \"session\" "
+                    "for it, or check it with `rtdecode calibrate BUNDLE DAY.nwb --renormalize`", bundle.path)  # fmt: skip
+        return True
     if bundle.chain.norm_scope != "session" or renormalize_s or (isinstance(cal, dict) and cal.get("renormalized")):
         return False
     log.warning("%s was trained on features z-scored per session, and holds its export session's statistics: on another "

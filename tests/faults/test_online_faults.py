@@ -346,6 +346,11 @@ def test_renormalize_refits_the_z_scoring_on_the_stream_and_then_decodes_as_offl
     with caplog.at_level("WARNING", logger="rtdecode.runtime"):
         assert warn_normalization(b, 0.0) and not warn_normalization(b, 2.0) and not warn_normalization(b0, 0.0)
     assert any("--renormalize 120" in r.getMessage() and "--label-free" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rtdecode.runtime"):  # a pooled bundle renormalised: may not help
+        assert warn_normalization(b0, 2.0)
+    assert any("z-scored over every training session" in r.getMessage() and "may not help" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
     h = _replay_scaled(b, day, tmp_path, "renorm", renormalize_s=2.0)
     rn = h.summary["renormalized"]
     assert rn is not None and rn["bins"] == 200, rn
