@@ -35,6 +35,22 @@ positive_int = _number(int, 0, True, "a whole number >= 1")
 nonneg_int = _number(int, 0, False, "a whole number >= 0")
 
 
+def rt_priority(text) -> int:
+    """0 (off) or a SCHED_FIFO priority 1..99."""
+    v = nonneg_int(text)
+    if v > 99:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or a SCHED_FIFO priority 1..99, got {text!r}")
+    return v
+
+
+def stream_name(text) -> str:
+    """A non-empty LSL stream name (surrounding spaces dropped)."""
+    v = str(text).strip()
+    if not v:
+        raise argparse.ArgumentTypeError("is empty: pass the name of the LSL stream to create, e.g. Decoded")
+    return v
+
+
 def port(text) -> int:
     v = nonneg_int(text)
     if not 1 <= v <= 65535:

@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-from .checks import int_list, nonneg_float, nonneg_int, positive_float, positive_int, zmq_address
+from .checks import int_list, nonneg_float, nonneg_int, positive_float, positive_int, rt_priority, stream_name, zmq_address
 from .config import ConfigError
 from .lsl_config import quiet_liblsl
 
@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"no sample for this long: the stream is stalled, look for it again (default: {D['stall_timeout_s']:g})")  # fmt: skip
     r.add_argument("--max-fill", dest="max_fill_s", type=nonneg_float, metavar="SECONDS",
                    help=f"gaps up to this long are filled (bin cadence kept); longer ones reset the chain (default: {D['max_fill_s']:g})")  # fmt: skip
-    r.add_argument("--lsl-out", dest="lsl_out", metavar="NAME",
+    r.add_argument("--lsl-out", dest="lsl_out", type=stream_name, metavar="NAME",
                    help="also publish the decoded values on an LSL outlet of this name (default: none)")  # fmt: skip
     r.add_argument("--gc", dest="gc_mode", choices=["tick", "python"],
                    help="garbage collection: once per status tick between bins, start-up objects frozen (tick), "
@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="once the filters settle, refit the chain's z-scoring on SECONDS of the stream, label-free, "
                         "and decode on it from then on (a new day for a bundle trained with [chain] normalize = "
                         "\"session\"; 60-180 s is typical); bins carry WARMUP until then")  # fmt: skip
-    r.add_argument("--rt-priority", dest="rt_priority", type=nonneg_int, metavar="N",
+    r.add_argument("--rt-priority", dest="rt_priority", type=rt_priority, metavar="N",
                    help="run the loop and its liblsl and ZeroMQ threads SCHED_FIFO at priority N (needs root, "
                         "CAP_SYS_NICE or an rtprio limit; without, a warning and normal priority; default: 0, off)")  # fmt: skip
     r.set_defaults(func=cmd_run)

@@ -14,7 +14,7 @@ import difflib
 from pathlib import Path
 from typing import Mapping
 
-from .checks import nonneg_float, nonneg_int, positive_float, positive_int, zmq_address
+from .checks import nonneg_float, positive_float, positive_int, rt_priority, stream_name, zmq_address
 from .config import ConfigError, from_dict, load_toml
 
 # the checks of the numeric flags, applied to a --config file's values as well
@@ -22,8 +22,8 @@ RUN_CHECKS = {
     "threads": positive_int, "deadline_ms": positive_float, "status_interval_s": positive_float,
     "max_chunk": positive_int, "pull_timeout_s": positive_float, "stall_timeout_s": positive_float,
     "resolve_timeout_s": positive_float, "max_fill_s": nonneg_float, "duration_s": positive_float,
-    "address": zmq_address, "spin_s": nonneg_float, "rt_priority": nonneg_int, "input_scale": positive_float,
-    "renormalize_s": nonneg_float,
+    "address": zmq_address, "spin_s": nonneg_float, "rt_priority": rt_priority, "input_scale": positive_float,
+    "renormalize_s": nonneg_float, "lsl_out": stream_name,
 }  # fmt: skip
 
 
