@@ -109,7 +109,7 @@ def test_bins_late_after_one_hiccup_of_a_one_bin_outlet_are_not_blamed_on_its_ch
     backlog pulled at once; the mean samples per pull went over a bin and the log blamed the
     outlet's chunking. Chunking is the cause only when most pulls are longer than a bin."""
     with caplog.at_level("WARNING", logger="rtdecode.runtime"):
-        _, summary, _ = run_outlet(bundle4, "hiccup", duration=4.0, chunk=10, pause_at=1500, pause_s=0.15)
+        _, summary, _ = run_outlet(bundle4, "hiccup", duration=6.0, chunk=10, pause_at=3000, pause_s=0.15)
     assert summary["overruns"] >= 5 and summary["late_on_arrival"] > 0  # the hiccup made late bins
     assert summary["source_events"]["stalls"] + summary["source_events"]["catchups"] == 0  # not a stall
     assert not [r for r in caplog.records if "the lateness is the outlet's chunking" in r.getMessage()]
