@@ -624,6 +624,7 @@ def calibrate(bundle_path, recording, out, *, minutes: float | None = None, fold
                                              None if want_cal is None else want_cal + guard + REST_MAX_BINS,
                                              xdf_stream=xdf_stream, behavior_stream=behavior_stream)  # fmt: skip
     n_cal = len(beh) if want_cal is None else min(len(beh), want_cal)
+    _say_if_cut(recording, minutes, want_cal, n_cal, b.chain.bin_width_s, log)
     n_bins = min(len(beh), n_cal + guard + REST_MAX_BINS)  # at most 10 min of rest scored: memory stays bounded
     lfp, beh = lfp[: n_bins * b.chain.bin_samples], beh[:n_bins]
     start = w  # the ring's zero-filled first window is not data
@@ -723,6 +724,15 @@ def calibrate(bundle_path, recording, out, *, minutes: float | None = None, fold
     return res
 
 
+def _say_if_cut(recording, minutes, want_cal: int | None, n_cal: int, bw: float, log) -> None:
+    """--minutes asked for more than the recording holds: say that the block is all of it, and so
+    that nothing is left to score the calibration on."""
+    if want_cal is not None and n_cal < want_cal:
+        log(f"[calibrate] --minutes {minutes:g}: {Path(recording).name} holds only {n_cal * bw / 60.0:.2f} min, so the "
+            "calibration block is the whole recording and no rest is left to score it on; record longer, or give "
+            "--minutes below the recording's length to see the shipped and recalibrated R² on the rest")  # fmt: skip
+
+
 MIN_NORM_BINS = 1000  # 10 s of 10-ms bins: the least a z-scoring is refit on (a few minutes is better)
 
 
@@ -742,6 +752,7 @@ def _label_free(b: Bundle, recording, out: Path, minutes, mapping, overwrite, xd
                                              xdf_stream=xdf_stream, behavior_stream=behavior_stream, need_behavior=False)  # fmt: skip
     n_all = len(lfp) // b.chain.bin_samples
     n_cal = n_all if want_cal is None else min(n_all, want_cal)
+    _say_if_cut(recording, minutes, want_cal, n_cal, bw, log)
     if n_cal < MIN_NORM_BINS:
         raise CalibrationError(f"{recording}: {n_cal} bins ({n_cal * bw:.1f} s) of LFP; label-free renormalisation needs at "
                                f"least {MIN_NORM_BINS * bw:.0f} s (--minutes), a few minutes for stable statistics")  # fmt: skip

@@ -374,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--config", default=None, metavar="FILE", help="distill config (default: configs/demo.toml)")
     dm.add_argument("--duration", "--seconds", dest="seconds", type=positive_float, default=45.0, metavar="SECONDS",
                     help="seconds of the held-out session to replay (the first ~15 s are WARMUP, not scored)")  # fmt: skip
-    dm.add_argument("--address", type=zmq_address, default="tcp://127.0.0.1:5599", metavar="ADDRESS", help="ZeroMQ PUB address")
+    dm.add_argument("--address", type=zmq_address, default=RUN_DEFAULTS["address"], metavar="ADDRESS",
+                    help="ZeroMQ PUB address (run's default, so the README's subscriber sees the demo too)")  # fmt: skip
     dm.add_argument("--quick", action="store_true", help="skip distillation: a lagged ridge LFP decoder")
     dm.set_defaults(func=cmd_demo)
 

@@ -223,7 +223,8 @@ def main_demo(args) -> int:
     meta = heldout.meta or {}
     role = {"held_out": "held out: no decoder saw it", "train": "a training session: data.held_out_sessions = 0"}
     print(f"[demo] replaying {args.seconds:g} s of session {meta.get('session', '?')} "
-          f"({role.get(meta.get('role'), meta.get('role', '?'))}) over LSL", flush=True)  # fmt: skip
+          f"({role.get(meta.get('role'), meta.get('role', '?'))}) over LSL; decoded values on {args.address} "
+          "(`python tools/subscribe.py` in another shell shows them)", flush=True)  # fmt: skip
     t = time.time()
     res = live_decode(bundle, heldout, seconds=args.seconds, address=args.address, out=out)
     t_live = time.time() - t

@@ -93,6 +93,8 @@ CASES: list[Case] = [
     _c("run-config-key-above-run", "a key above the [run] table (it would be ignored)", "run --config {toml_above}", 2,
        "resolve_timeout_s", "move it into [run]"),
     _c("run-config-choice", "a choice outside its values", "run --config {toml_choice}", 2, "stall_policy", "'newest'"),
+    _c("run-config-bundle-beside", "a bundle path written relative to the config file (paths are read from the working directory)",
+       "run --config {toml_beside}", 2, "relative to the working directory", "beside the config file"),
     # run: streams
     _c("run-stream-missing", "no such stream (short resolve timeout)", "run --bundle {bundle} --stream {missing} --resolve-timeout 0.5", 2, "{missing}", "--stream"),
     _c("run-stream-wrong", "a stream that does not fit the bundle", "run --bundle {bundle} --stream {stream4} --resolve-timeout 5", 2, "4 channels", "bundle expects 8", "--stream"),
@@ -272,6 +274,15 @@ class Fixtures:
     def make_toml_choice(self) -> None:
         self.fmt("{bundle}")
         self._file("toml_choice", "choice.toml", f'[run]\nbundle = "{self.values["bundle"]}"\nstall_policy = "newst"\n')
+
+    def make_toml_beside(self) -> None:  # a config kept in a folder with its bundle, run from elsewhere
+        self.fmt("{bundle}")
+        kept = self.work / "kept"
+        kept.mkdir(exist_ok=True)
+        shutil.rmtree(kept / "bundle_kept", ignore_errors=True)
+        shutil.copytree(self.values["bundle"], kept / "bundle_kept")
+        (kept / "run.toml").write_text('[run]\nbundle = "bundle_kept"\n')
+        self.values["toml_beside"] = str(kept / "run.toml")
 
     def make_nwb_damaged(self) -> None:
         from offline.data.nwb import write_session

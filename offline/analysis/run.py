@@ -19,6 +19,8 @@ Latents are z-scored per dim with the session's training-bin statistics before c
 
 from __future__ import annotations
 
+import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -51,7 +53,12 @@ def _z(x, stats):
     return ((np.asarray(x, np.float64) - stats[0]) / stats[1]).astype(np.float64)
 
 
-def compute(run: LoadedRun, acfg: AnalysisConfig = AnalysisConfig()) -> dict:
+def _quiet(msg: str) -> None:
+    pass  # the library default: no stage lines (the CLI prints them on stderr)
+
+
+def compute(run: LoadedRun, acfg: AnalysisConfig = AnalysisConfig(), log=_quiet) -> dict:
+    """Every number of the report; `log` gets one stage line per session (progress, not data)."""
     cfg, alpha = run.cfg, acfg.ridge_alpha
     w, bin_s = cfg.window_bins, float(run.sessions[0].bin_width)
     rng = np.random.default_rng(acfg.seed)
@@ -65,7 +72,10 @@ def compute(run: LoadedRun, acfg: AnalysisConfig = AnalysisConfig()) -> dict:
 
     res = {"teacher": {m: {} for m in models}, "truth": {m: {} for m in ["teacher", *models]}, "shuffled_session": {}}
     traces, keep, teach = {}, {}, {}
+    log(f"[analyze] {run.root}: {len(run.data)} sessions ({len(train)} training), models {', '.join(models)}; "
+        f"{n} shuffles per control")  # fmt: skip
     for i, d in enumerate(run.data):
+        t_s = time.perf_counter()
         tr = np.arange(d.train.start + w - 1, d.train.stop, cfg.eval.fit_stride)
         te = np.arange(d.test.start, d.test.stop)
         both, ntr, sid = np.concatenate([tr, te]), len(tr), d.session_id
@@ -107,6 +117,8 @@ def compute(run: LoadedRun, acfg: AnalysisConfig = AnalysisConfig()) -> dict:
             if i == 0:
                 traces[m] = cos_bins[: acfg.trace_bins]
             res["teacher"][m][sid] = r
+        what = "teacher alignment, controls and truth recovery" if i < run.n_train else "truth recovery only (unseen session)"
+        log(f"[analyze] session {sid} ({i + 1}/{len(run.data)}): {what}, {time.perf_counter() - t_s:.1f} s")
     for m in models:  # student of session a against the teacher of session b
         vals = []
         for a, b in shuffled_session_pairs(train):
@@ -185,21 +197,23 @@ def _checks(s: dict, models: list[str], acfg: AnalysisConfig) -> dict:
 
 
 def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, *, sessions: list | None = None,
-                acfg: AnalysisConfig = AnalysisConfig()) -> dict:  # fmt: skip
+                acfg: AnalysisConfig = AnalysisConfig(), log=_quiet) -> dict:  # fmt: skip
     """Load a finished distill run, compute everything, write report.md, analysis.json and the
     figures under `out_dir` (default <run>/analysis). Returns the results and the file paths."""
     from .report import write_report
 
+    log(f"[analyze] loading {run_dir}: its sessions, teacher and students")
     run = load_run(run_dir, sessions)
-    res, traces = compute(run, acfg)
+    res, traces = compute(run, acfg, log)
     out = Path(out_dir) if out_dir is not None else run.root / "analysis"
+    log(f"[analyze] writing the report, analysis.json and figures to {out}")
     res["paths"] = {k: str(v) for k, v in write_report(res, traces, out).items()}
     return res
 
 
 def main_analyze(run_dir: str, out: str | None) -> int:
     """CLI entry (`rtdecode analyze RUN_DIR [--out DIR]`): prints the report, 0 on success."""
-    res = analyze_run(run_dir, out)
+    res = analyze_run(run_dir, out, log=lambda m: print(m, file=sys.stderr, flush=True))  # stdout: the report only
     print(Path(res["paths"]["markdown"]).read_text())
     print(f"analysis: {Path(res['paths']['markdown']).parent}")
     return 0

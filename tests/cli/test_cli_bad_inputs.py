@@ -18,7 +18,8 @@ sys.modules["bad_inputs"] = bad_inputs  # dataclasses look their module up
 _spec.loader.exec_module(bad_inputs)
 
 DEFAULT = {"run-address-busy", "run-bundle-sha", "run-bundle-schema", "run-config-typo", "run-stream-wrong",
-           "run-stream-ambiguous", "run-source-id-wrong", "simulate-out-not-empty", "replay-foreign-npz"}  # fmt: skip
+           "run-stream-ambiguous", "run-source-id-wrong", "simulate-out-not-empty", "replay-foreign-npz",
+           "run-config-bundle-beside"}  # fmt: skip
 
 
 def _param(c):

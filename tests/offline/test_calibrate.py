@@ -281,6 +281,21 @@ def test_what_cannot_be_calibrated_is_refused_with_the_fix(ridge_case, tmp_path,
     assert not (tmp_path / "out").exists() and bundle.path.is_dir()
 
 
+@pytest.mark.parametrize("label_free", [False, True])
+def test_minutes_beyond_the_recording_say_the_block_is_all_of_it(ridge_case, tmp_path, label_free):
+    """--minutes 3 on a 1-min file: it calibrates on the whole file and says so, and that no rest
+    is left to score on (a probe found it silent); within the file it says nothing of the kind."""
+    rec = _npz(tmp_path / "r.npz", n_s=60.0)
+    said: list[str] = []
+    res = calibrate(ridge_case[0].path, rec, tmp_path / "cut", minutes=3, label_free=label_free, log=said.append)
+    cut = [m for m in said if "holds only" in m]
+    assert len(cut) == 1 and "--minutes 3: r.npz holds only 1.00 min" in cut[0] and "no rest" in cut[0], said
+    assert "rest" not in res
+    said.clear()
+    res = calibrate(ridge_case[0].path, rec, tmp_path / "within", minutes=0.5, label_free=label_free, log=said.append)
+    assert not [m for m in said if "holds only" in m] and "rest" in res, said
+
+
 def test_a_graph_whose_output_is_not_a_linear_readout_is_refused(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper

@@ -49,7 +49,11 @@ def test_analyze_run_writes_report_json_and_figures(tiny_run):
     from offline.analysis.run import AnalysisConfig, analyze_run
 
     run, sessions = tiny_run
-    res = analyze_run(run / "bundle", sessions=sessions, acfg=AnalysisConfig(n_shuffles=4))  # the bundle folder works too
+    said: list[str] = []
+    res = analyze_run(run / "bundle", sessions=sessions, acfg=AnalysisConfig(n_shuffles=4), log=said.append)  # the bundle folder works too
+    stages = [m for m in said if m.startswith("[analyze] session ")]  # one progress line per session (a probe saw none)
+    assert [m.split()[2] for m in stages] == ["tiny0", "tiny1", "tiny2"] and "unseen session" in stages[2], said
+    assert said[0].startswith("[analyze] loading") and said[-1].startswith("[analyze] writing"), said
     out = run / "analysis"
     assert Path(res["paths"]["markdown"]) == out / "report.md"
     md = (out / "report.md").read_text()
