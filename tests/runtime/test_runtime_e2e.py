@@ -110,12 +110,13 @@ def test_a_stream_with_the_bundles_channels_in_another_order_is_reordered_by_lab
     import logging
 
     ids = ["17", "3", "42", "8"]  # the training order (the first training file's electrodes)
-    lfp, beh = synthetic_recording(n_samples=6000, n_channels=4, seed=6)
+    lfp, beh = synthetic_recording(n_samples=6000, n_channels=4, seed=6)  # fit on 6 s, replayed: the first 3.5 s
     from offline.linear import fit_linear_bundle
 
     b = fit_linear_bundle(lfp, FS, beh, ["vel_x", "vel_y"], tmp_path / "b", window_bins=10, line_freq=None,
                           channel_names=ids)  # fmt: skip
     order = [2, 0, 3, 1]  # the stream's own order
+    lfp = lfp[:3500]
     with caplog.at_level(logging.WARNING, logger="rtdecode.sources.lsl"):
         h, summary, _, offset = _replay_run(b, lfp[:, order], tmp_path, "perm", channel_names=[ids[i] for i in order])
     assert "another order" in caplog.text and "reordered into the bundle's order by label" in caplog.text

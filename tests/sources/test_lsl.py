@@ -276,7 +276,7 @@ def test_real_loss_under_jitter_is_counted_exactly(lsl_outlet, seed):
     assert ev.clock_resets == 0
 
 
-@pytest.mark.parametrize("pause_s, gap_len", [(0.45, 0), (1.0, 0), (1.0, 37)])
+@pytest.mark.parametrize("pause_s, gap_len", [pytest.param(0.45, 0, marks=pytest.mark.slow), (1.0, 0), (1.0, 37)])
 def test_a_stalled_pusher_catching_up_fills_only_what_it_lost(lsl_outlet, pause_s, gap_len):
     # found by a new-user probe: an arrival-stamped pusher that stalls (0.45 s, under the stall
     # timeout, and 1 s, over it), then pushes its backlog back to back in chunks of 1-19, each
