@@ -255,7 +255,7 @@ def test_arrival_stamped_stream_is_dejittered_without_gaps(lsl_outlet):
     assert np.ptp(offset) < 4e-3, np.ptp(offset)
 
 
-@pytest.mark.parametrize("seed", [2, 3])
+@pytest.mark.parametrize("seed", [2, pytest.param(3, marks=pytest.mark.slow)])  # a second jitter draw: -m slow
 def test_real_loss_under_jitter_is_counted_exactly(lsl_outlet, seed):
     # the loss comes 4.5 s in: the stream opens ~1.2 s after the outlet, and the fit's slope is free after 2 s
     o = lsl_outlet(unique_name("Loss"), channels=CH, duration=30.0, gap_at=4500, gap_len=37, seed=seed, **ARRIVAL)
@@ -322,7 +322,7 @@ def test_clock_reset_is_found_under_jitter(lsl_outlet):
 
 
 @pytest.mark.parametrize("true_rate, said", [(1000.0, None), (1040.0, "announces 1000 Hz but delivers 10"),
-                                             (500.0, "of the samples its nominal 1000 Hz implies")])  # fmt: skip
+                                             pytest.param(500.0, "of the samples its nominal 1000 Hz implies", marks=pytest.mark.slow)])  # fmt: skip
 def test_a_stream_that_does_not_run_at_its_announced_rate_is_said_once(lsl_outlet, monkeypatch, caplog, true_rate, said):
     # found by a new-user probe: an outlet that announces 1000 Hz and really pushes 1024 Hz got
     # t_lsl stamps running ahead of its data without limit (the fitted period is held within
