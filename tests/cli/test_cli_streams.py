@@ -95,7 +95,7 @@ def test_streams_json_is_json_only(tmp_path):
     assert r.returncode == 0 and isinstance(json.loads(r.stdout), list)
 
 
-@pytest.mark.parametrize("fit_first", [False, True])
+@pytest.mark.parametrize("fit_first", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_of_two_streams_of_one_type_the_one_that_fits_is_taken_every_time(lsl_outlet, fit_first):
     kind = unique_name("LFP")
     names = {}

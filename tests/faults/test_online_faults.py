@@ -90,6 +90,7 @@ def test_bins_late_from_the_outlets_chunking_are_counted_and_explained_once(bund
     assert ok["late_on_arrival"] / ok["published"] < 0.5 * summary["late_on_arrival"] / summary["published"]
 
 
+@pytest.mark.slow  # a stall (the hiccup test beside it runs by default)
 def test_bins_late_after_an_outlet_stall_are_not_blamed_on_its_chunking(bundle4, caplog):
     """Found by a second probe: after an outlet that sends 5-sample chunks stalled for 1 s, its
     backlog arrived in large pulls and the log blamed the outlet's chunking. A period with a
@@ -169,7 +170,7 @@ def test_a_stream_in_volts_is_flagged_and_input_scale_repairs_it(tmp_path):
     gives back the microvolt run's output."""
     # no high-pass: the chain settles in a few bins, so that the watch has a few seconds to judge
     b = make_bundle(tmp_path / "b", n_channels=4, window_bins=10, highpass_hz=None)
-    lfp, _ = synthetic_recording(n_samples=6000, n_channels=4, seed=3)
+    lfp, _ = synthetic_recording(n_samples=4500, n_channels=4, seed=3)
     runs = {tag: _replay_scaled(b, x, tmp_path, tag, **kw)
             for tag, x, kw in (("volts", lfp * 1e-6, {}), ("fixed", lfp * 1e-6, {"input_scale": 1e6}),
                                ("nanovolts", lfp * 1e3, {}))}  # fmt: skip
@@ -376,6 +377,7 @@ def test_renormalize_refits_the_z_scoring_on_the_stream_and_then_decodes_as_offl
     assert np.abs(stale[first:] - offline[first:]).max() > 0.1 * np.abs(offline).max()
 
 
+@pytest.mark.slow  # the plain-stream renormalize test runs by default
 def test_renormalize_on_an_arrival_stamped_jittered_stream_decodes_as_offline(tmp_path):
     """The same refit, fed as acquisition software sends a stream: each chunk stamped with the
     clock at push time plus 0-3 ms of jitter (the bench's outlet, another process), so the
