@@ -71,7 +71,7 @@ def load_run_config(config: str | None = None, overrides: Mapping | None = None,
     if not cfg.bundle:
         raise ConfigError("no bundle given: pass --bundle DIR (a folder written by `rtdecode distill`)")
     if config and overrides.get("bundle") is None:
-        _check_file_relative_path(config, "bundle", cfg.bundle)
+        _check_file_relative_path(config, where, "bundle", cfg.bundle)
     if not cfg.stream.strip():
         raise ConfigError("--stream is empty: pass the LSL stream's name or type (`rtdecode streams` lists them)")
     for key in ("stream", "source_id"):
@@ -83,7 +83,7 @@ def load_run_config(config: str | None = None, overrides: Mapping | None = None,
     return cfg
 
 
-def _check_file_relative_path(config: str, key: str, value: str) -> None:
+def _check_file_relative_path(config: str, where: str, key: str, value: str) -> None:
     """A relative path in a config file is read from the working directory (as for every config
     in rtdecode). If it is missing there but present beside the config file, say so instead of
     "does not exist": that is the usual slip when a config is kept with its bundle."""
@@ -92,7 +92,7 @@ def _check_file_relative_path(config: str, key: str, value: str) -> None:
         return
     beside = Path(config).resolve().parent / p
     if beside.exists():
-        raise ConfigError(f"{config} [run]: {key} {value!r} does not exist in the working directory ({Path.cwd()}): "
+        raise ConfigError(f"{where}: {key} {value!r} does not exist in the working directory ({Path.cwd()}): "
                           f"paths in a config file are relative to the working directory, not to the file. "
                           f"It does exist beside the config file: write {key} = {str(beside)!r}, "
                           f"or run from {Path(config).resolve().parent}")  # fmt: skip
