@@ -111,8 +111,17 @@ def cmd_replay(args) -> int:
     def ready(info: dict) -> None:  # one machine-readable line: scripts and tests wait for it
         print(f"READY {info['t0']:.6f} {info['source_id']}", flush=True)
 
+    def hold(n: int) -> None:  # --hold: say so, keep the outlet until stdin closes
+        print(f"END {n}", flush=True)
+        try:
+            while sys.stdin.readline():
+                pass
+        except KeyboardInterrupt:
+            pass
+
     n = replay(rec, name=args.name, type=args.type, source_id=args.source_id, chunk_size=args.chunk,
-               loop=args.loop, speed=args.speed, duration=args.duration, on_start=ready)  # fmt: skip
+               loop=args.loop, speed=args.speed, duration=args.duration, on_start=ready,
+               on_end=hold if args.hold else None)  # fmt: skip
     print(f"replayed {n} samples", file=sys.stderr)
     return 0
 
@@ -324,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--loop", action="store_true", help="start again at the end (default: stop at the end)")
     rp.add_argument("--speed", type=positive_float, default=1.0, metavar="FACTOR", help="playback rate relative to real time")
     rp.add_argument("--duration", type=positive_float, metavar="SECONDS", help="stop after this many seconds of wall time (default: the whole file)")
+    rp.add_argument("--hold", action="store_true",
+                    help="at the end, print `END <samples>` and keep the stream open until stdin closes (or Ctrl-C), "
+                         "so that a script can stop its consumer before the stream goes (default: close at the end)")  # fmt: skip
     rp.add_argument("--nwb-lfp", dest="nwb_lfp", metavar="SERIES",
                     help="NWB: the ElectricalSeries to play, a path in the file or its name (default: as `rtdecode distill` finds the LFP)")  # fmt: skip
     rp.add_argument("--mapping", metavar="TOML",

@@ -124,9 +124,20 @@ def live_decode(bundle: Bundle, rec: Recording, *, seconds: float, address: str,
 
     th = threading.Thread(target=run_rt, daemon=True)
     th.start()
-    proc = subprocess.Popen([sys.executable, "-m", "rtdecode.cli", "replay", str(path), "--name", name],
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    # --hold: the stream stays open after its last sample until stdin closes, so the runtime
+    # is stopped first and never reports the end of the replay as a lost stream
+    proc = subprocess.Popen([sys.executable, "-m", "rtdecode.cli", "replay", str(path), "--name", name, "--hold"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
     t0 = float(proc.stdout.readline().split()[1])
+    ended = threading.Event()
+
+    def watch_end():
+        for line in proc.stdout:
+            if line.startswith("END"):
+                ended.set()
+        ended.set()  # the process is gone: nothing more will come either
+
+    threading.Thread(target=watch_end, daemon=True).start()
     msgs, recv_t = [], []
     try:
         while True:
@@ -134,19 +145,20 @@ def live_decode(bundle: Bundle, rec: Recording, *, seconds: float, address: str,
             if got is not None:
                 msgs.append(got[1])
                 recv_t.append(local_clock())
-            elif proc.poll() is not None and "error" not in box:
-                # replay ended and nothing came for 200 ms: done
+            elif ended.is_set() and "error" not in box:
+                # the replay's last sample is out and nothing came for 200 ms: done
                 break
             if "error" in box:
                 raise box["error"]
     finally:
-        proc.wait(timeout=30)
-        proc.stdout.close()
         rt_ready.wait(timeout=30)
         if "rt" in box:
             box["rt"].stop_event.set()
         th.join(timeout=10)
         sub.close()
+        proc.stdin.close()  # now the replay may close its stream
+        proc.wait(timeout=30)
+        proc.stdout.close()
     if "error" in box:
         raise box["error"]
     summary = box["summary"]

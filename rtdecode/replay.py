@@ -51,6 +51,7 @@ def replay(
     on_start: Callable[[dict], None] | None = None,
     stamping: str = "schedule",
     jitter_s: float = 0.003,
+    on_end: Callable[[int], None] | None = None,
 ) -> int:
     """Push `recording` to a new LSL outlet; returns the number of samples pushed.
 
@@ -58,7 +59,10 @@ def replay(
     or when `stop_event` is set. `on_start(info_dict)` is called once the outlet exists.
     stamping="arrival" stamps each chunk as acquisition software does: `local_clock()` at
     push time plus a uniform 0..jitter_s (liblsl back-dates the chunk's other samples),
-    instead of the schedule time (speed 1 only)."""
+    instead of the schedule time (speed 1 only).
+    on_end(n_pushed), if given, is called after the last push while the outlet still exists:
+    a caller that blocks in it keeps the stream open (`rtdecode replay --hold`), so that
+    inlets can be closed first and never see the stream vanish."""
     if stamping not in ("schedule", "arrival"):
         raise ValueError(f"stamping must be 'schedule' or 'arrival', got {stamping!r}")
     jitter_rng = np.random.default_rng()
@@ -116,6 +120,8 @@ def replay(
             pushed += c
         if stop_event is None or not stop_event.is_set():
             time.sleep(0.2)  # let the last chunk reach the inlets before the outlet goes
+        if on_end is not None:
+            on_end(pushed)
     finally:
         del outlet
     return pushed

@@ -71,3 +71,41 @@ def test_loop_duration_stop_event_and_return_value():
     threading.Timer(0.2, stop.set).start()
     n = replay(rec, name=name, loop=True, stop_event=stop)
     assert time.monotonic() - t < 1.0 and 150 <= n <= 260
+
+
+def test_hold_keeps_the_stream_open_until_stdin_closes(tmp_path):
+    """`rtdecode replay --hold`: after its last sample it prints END and keeps the stream, so
+    a consumer (the demo's runtime) is stopped first and never sees the stream as lost; once
+    stdin closes, the stream goes and the same consumer does see that (the control)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "rec.npz"
+    indexed_recording(3000).save(path)
+    name = f"Hold-{uuid.uuid4().hex[:10]}"
+    proc = subprocess.Popen([sys.executable, "-m", "rtdecode.cli", "replay", str(path), "--name", name, "--hold"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline().startswith("READY ")
+        with LSLSource(name, n_channels=CH, sampling_rate=RATE, resolve_timeout=10.0, pull_timeout=0.05,
+                       stall_timeout=30.0) as src:  # fmt: skip
+            assert proc.stdout.readline().split() == ["END", "3000"]
+            got = 0
+            t_end = time.monotonic() + 2.0  # well past what liblsl needs to notice a closed outlet
+            while time.monotonic() < t_end:
+                got += src.pull()
+            assert src.events.lost == 0 and proc.poll() is None
+            proc.stdin.close()
+            assert proc.wait(timeout=10) == 0
+            t_end = time.monotonic() + 10.0
+            while src.events.lost == 0 and time.monotonic() < t_end:
+                src.pull()
+            assert src.events.lost == 1  # without --hold this is what the consumer saw at the end
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        if not proc.stdin.closed:
+            proc.stdin.close()
+    assert got >= 500  # it received the replay (what its buffer held when END came)
