@@ -50,6 +50,7 @@ from .sinks.zmq import (  # message flags, documented in docs/schema.md
     FLAG_INPUT_SCALE,
     FLAG_GAP,
     FLAG_OVERRUN,
+    FLAG_RATE,
     FLAG_RECONNECTED,
     FLAG_REPAIRED,
     FLAG_STALE,
@@ -57,7 +58,7 @@ from .sinks.zmq import (  # message flags, documented in docs/schema.md
     FLAG_WARMUP,
 )
 
-_SOURCE_FLAGS = FLAG_STALE | FLAG_CLOCK_RESET | FLAG_TIME_JITTER  # passed from the source to the bins
+_SOURCE_FLAGS = FLAG_STALE | FLAG_CLOCK_RESET | FLAG_TIME_JITTER | FLAG_RATE  # passed from the source to the bins
 # flags of samples, carried to the bin that contains them even when it completes in a later pull
 _CARRIED = _SOURCE_FLAGS | FLAG_REPAIRED | FLAG_GAP
 

@@ -44,6 +44,8 @@ bit    name                  meaning
 64     FLAG_CLOCK_RESET      the source's timestamps jumped backwards
 128    FLAG_TIME_JITTER      reserved, no longer set (jitter is absorbed by the dejittered clock)
 256    FLAG_FLAT_CHANNEL     a channel did not change over the last status period (dead or railed)
+512    FLAG_INPUT_SCALE      the input's amplitude is not the training data's (volts for microvolts?)
+1024   FLAG_RATE             the stream does not deliver the rate it announces (faster, or losing)
 =====  ====================  ==============================================================
 
 Never blocking: sends use ``zmq.NOBLOCK``. A PUB socket drops a message for a subscriber
@@ -90,6 +92,7 @@ FLAG_CLOCK_RESET = 64
 FLAG_TIME_JITTER = 128
 FLAG_FLAT_CHANNEL = 256
 FLAG_INPUT_SCALE = 512
+FLAG_RATE = 1024
 FLAG_NAMES = {
     FLAG_GAP: "GAP",
     FLAG_REPAIRED: "REPAIRED",
@@ -101,6 +104,7 @@ FLAG_NAMES = {
     FLAG_CLOCK_RESET: "CLOCK_RESET",
     FLAG_TIME_JITTER: "TIME_JITTER",
     FLAG_INPUT_SCALE: "INPUT_SCALE",
+    FLAG_RATE: "RATE",
 }
 
 _KIN_FIELDS = {"seq": int, "t_lsl": float, "t_pub": float, "lat_ms": float, "flags": int, "values": bytes}

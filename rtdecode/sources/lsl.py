@@ -94,6 +94,7 @@ PULL_RECONNECTED = 8  # first pull from a new inlet after a reconnect (== FLAG_R
 PULL_STALE = 32  # newest sample older than stale_after_s on arrival (== FLAG_STALE)
 PULL_CLOCK_RESET = 64  # stamps earlier than the dejittered clock by more than the tolerance (== FLAG_CLOCK_RESET)
 PULL_BACKSTEP = 128  # == FLAG_TIME_JITTER; no longer set: jitter is absorbed by the dejittered clock
+PULL_RATE = 1024  # the stream does not deliver its nominal rate, two rate windows in a row (== FLAG_RATE)
 
 _SLEW = 5e-4  # the published clock follows the fit at most this fast (s per s)
 _MAX_DRIFT = 1e-3  # the fitted period stays within this of the nominal one
@@ -517,6 +518,8 @@ class LSLSource:
         ev.chunks += 1
         ev.samples += n
         self._rate_window(now, n)
+        if self._rw_fast >= 2 or self._rw_slow >= 2:  # until a window is back in range
+            self.last_flags |= PULL_RATE
         if self.check_finite and not math.isfinite(self.data[:n].sum()):
             self.last_flags |= PULL_NONFINITE
             ev.nonfinite_chunks += 1

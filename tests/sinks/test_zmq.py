@@ -299,3 +299,20 @@ def test_docs_latest_snippet_returns_the_newest_bin():
         finally:
             sock.close(0)
             ctx.term()
+
+
+def test_every_flag_is_documented_and_the_source_bits_pass_to_the_bins():
+    """docs/schema.md's flag table, FLAG_NAMES and the docstring agree bit for bit, and the
+    source's per-pull flags that mean the same thing have the same bit and reach the bins."""
+    import rtdecode.runtime as rt
+    import rtdecode.sinks.zmq as z
+    import rtdecode.sources.lsl as lsl
+
+    text = (ROOT / "docs" / "schema.md").read_text()
+    table = {int(b): n for b, n in re.findall(r"^\| (\d+) +\| `([A-Z_]+)` +\|", text, flags=re.M)}
+    assert table == z.FLAG_NAMES, (table, z.FLAG_NAMES)
+    for bit, name in z.FLAG_NAMES.items():
+        assert re.search(rf"^{bit} +FLAG_{name} ", z.__doc__, flags=re.M), name
+    for pull, flag in ((lsl.PULL_STALE, z.FLAG_STALE), (lsl.PULL_CLOCK_RESET, z.FLAG_CLOCK_RESET),
+                       (lsl.PULL_RATE, z.FLAG_RATE)):  # fmt: skip
+        assert pull == flag and rt._SOURCE_FLAGS & flag

@@ -17,6 +17,7 @@ from rtdecode.sources.lsl import (
     PULL_CLOCK_RESET,
     PULL_GAP,
     PULL_NONFINITE,
+    PULL_RATE,
     PULL_RECONNECTED,
     PULL_STALE,
     LSLSource,
@@ -333,13 +334,17 @@ def test_a_stream_that_does_not_run_at_its_announced_rate_is_said_once(lsl_outle
     monkeypatch.setattr(lsl, "_RATE_S", 2.0)
     o = lsl_outlet(unique_name("Rate"), channels=CH, duration=30.0, true_rate=true_rate, seed=6, **ARRIVAL)
     with caplog.at_level(logging.WARNING, logger=lsl.__name__), source(o.name) as src:
-        collect(src, lambda i: False, timeout=7.5)
+        _, _, pulls = collect(src, lambda i: False, timeout=7.5)
         ev = src.events
     said_ = [r.getMessage() for r in caplog.records if "Hz" in r.getMessage() and "stream '" in r.getMessage()]
+    rate = [bool(p[4] & PULL_RATE) for p in pulls]  # the bins' RATE flag
     if said is None:
-        assert ev.rate_mismatches == 0 and not said_, (ev, said_)
+        assert ev.rate_mismatches == 0 and not said_ and not any(rate), (ev, said_)
         return
     assert ev.rate_mismatches >= 2 and len(said_) == 1 and said in said_[0], (ev, said_)
+    # flagged from the second window that is off (>= 4 s in), then on every pull
+    first = rate.index(True)
+    assert all(rate[first:]) and not any(rate[:first]) and sum(p[0] for p in pulls[:first]) >= 0.9 * 4.0 * true_rate, first
     if true_rate > 1000:
         assert "delivers 10" in said_[0] and "t_lsl run ahead" in said_[0]
     else:
