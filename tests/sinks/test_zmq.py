@@ -136,7 +136,7 @@ def test_decode_refuses_bad_messages():
                                     "values": b"\0" * 6})
     with pytest.raises(SchemaError, match="multiple of 4"):
         decode(odd)
-    assert flag_names(FLAG_GAP | FLAG_WARMUP | 1024) == ["GAP", "WARMUP", "BIT10"]
+    assert flag_names(FLAG_GAP | FLAG_WARMUP | 4096) == ["GAP", "WARMUP", "BIT12"]
 
 
 def publish_burst(pub: ZmqPublisher, n: int) -> tuple[float, float, int]:
