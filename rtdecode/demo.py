@@ -156,6 +156,8 @@ def live_decode(bundle: Bundle, rec: Recording, *, seconds: float, address: str,
             box["rt"].stop_event.set()
         th.join(timeout=10)
         sub.close()
+        if not ended.is_set():  # an error or Ctrl-C before the end: the replay is not needed
+            proc.terminate()
         proc.stdin.close()  # now the replay may close its stream
         proc.wait(timeout=30)
         proc.stdout.close()

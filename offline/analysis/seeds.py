@@ -152,7 +152,8 @@ def load_runs(dirs: list[str | Path]) -> tuple[list[dict], dict, list[str]]:
         s = int(meta["seed"])
         if s in info:
             raise ConfigError(f"{d} and {info[s]['dir']} are both seed {s}: pass each seed's run once")
-        info[s] = {**meta, "dir": str(d), "objective_choice": summ.get("objective_choice")}
+        info[s] = {**meta, "dir": str(d), "objective_choice": summ.get("objective_choice"),
+                   "shipped_row": (summ.get("export_choice") or {}).get("row")}  # fmt: skip
         names_d = summ.get("per_output", {}).get("outputs")
         if names is not None and names_d != names:
             raise ConfigError(f"{d} has outputs {names_d}, the other runs {names}: runs of one config are needed")
@@ -161,9 +162,15 @@ def load_runs(dirs: list[str | Path]) -> tuple[list[dict], dict, list[str]]:
     return rows, info, names or []
 
 
-def aggregate(rows: list[dict], names: list[str], scfg: StatsConfig = DEFAULT) -> dict:
+def shipped_rows(info: dict) -> dict:
+    """{seed: the row of the decoder its run's bundle ships} for the runs that recorded it."""
+    return {s: i["shipped_row"] for s, i in info.items() if i.get("shipped_row")}
+
+
+def aggregate(rows: list[dict], names: list[str], scfg: StatsConfig = DEFAULT, shipped: dict | None = None) -> dict:
     """Per-seed and across-seed mean R² with CIs per output group, split and model, and the
-    paired tests over the seed x session units."""
+    paired tests over the seed x session units (best_lfp: `shipped`, {seed: the row of the
+    decoder each run's bundle ships}, where known)."""
     from offline.train.pipeline import COMPARISONS
 
     kin = [k for k, nm in enumerate(names) if nm in KIN]
@@ -181,7 +188,8 @@ def aggregate(rows: list[dict], names: list[str], scfg: StatsConfig = DEFAULT) -
                         per[str(s)] = r
                 if per:
                     table.setdefault(title, {}).setdefault(split, {})[m] = {"per_seed": per, "across": mean_ci(rows, m, split, outs, scfg)}
-    paired = paired_summary(rows, COMPARISONS + [("best_lfp", "ridge_lfp"), ("best_lfp", "ridge_pooled")], {k: v for k, v in groups.items() if v is not None}, scfg)
+    paired = paired_summary(rows, COMPARISONS + [("best_lfp", "ridge_lfp"), ("best_lfp", "ridge_pooled")],
+                            {k: v for k, v in groups.items() if v is not None}, scfg, shipped=shipped)  # fmt: skip
     return {"seeds": seeds, "groups": groups, "table": table, "paired": paired}
 
 
@@ -238,9 +246,10 @@ def family_doc(rows: list[dict], info: dict, names: list[str], family: str, comm
     from .stats import tests_table, with_best_lfp
 
     labels = labels or {}
-    agg = aggregate(rows, names, scfg)
+    shipped = shipped_rows(info)
+    agg = aggregate(rows, names, scfg, shipped=shipped)
     group = next((g for g in agg["groups"] if g != "all outputs"), "all outputs")
-    rows_b, _ = with_best_lfp(rows)
+    rows_b, _ = with_best_lfp(rows, shipped=shipped)
     lines = [f"# Family `{family}`: the distill comparisons", ""]
     if note:
         lines += [note, ""]
@@ -288,7 +297,9 @@ def family_doc(rows: list[dict], info: dict, names: list[str], family: str, comm
                          f"[{_f(t['ci'][0], sign=True)}, {_f(t['ci'][1], sign=True)}] ({t['n']}) | "
                          f"{'yes' if met else 'NO'}{' (CI too)' if t['ci'][0] >= GOAL_MARGIN else ''} |")  # fmt: skip
     picks = agg["paired"]["best_lfp"]
-    lines += ["", f"best LFP decoder chosen on validation: {', '.join(f'seed {k}: {v}' for k, v in picks.items())}."]
+    how = ("the decoder each bundle ships (its export choice on validation, export.choose_by)" if shipped
+           else "the learned LFP decoder with the highest validation R²")  # fmt: skip
+    lines += ["", f"best LFP decoder = {how}: {', '.join(f'seed {k}: {v}' for k, v in picks.items())}."]
     objs = [(s_, i["objective_choice"]) for s_, i in sorted(info.items()) if i.get("objective_choice")]
     if objs:  # loss.choose_masking: which pre-training each student kept, with both validation scores
         lines += ["", "pre-training objective chosen on validation (loss.choose_masking; validation R² of every output, plain / masked):"]
@@ -329,9 +340,11 @@ def main(argv: list[str] | None = None) -> int:
             print("warning: one seed only: the across-seed CI is the session CI of that seed", file=sys.stderr)
         from offline.train.pipeline import LABELS as PIPELINE_LABELS
 
-        labels = {**PIPELINE_LABELS, "best_lfp": "best LFP decoder (by validation R²)"}
+        from offline.train.pipeline import BEST_LFP_LABEL
 
-        agg = aggregate(rows, names, StatsConfig(n_boot=a.n_boot))
+        labels = {**PIPELINE_LABELS, "best_lfp": BEST_LFP_LABEL}
+
+        agg = aggregate(rows, names, StatsConfig(n_boot=a.n_boot), shipped=shipped_rows(info))
         paths = write(agg, info, a.out, a.config, labels)
         if a.doc:
             fams = {i.get("family") for i in info.values()} - {None}

@@ -21,8 +21,10 @@ paired difference d = R²(a) - R²(b) per unit, on the same test bins.
   R² recomputed from the drawn blocks, sessions kept fixed). That CI is conditional on the
   sessions recorded: it measures the noise of the test time, not the spread between sessions.
   Both are computed when possible (JSON); the report shows the one chosen and says which.
-- "best_lfp": per seed, the learned LFP decoder (LFP_DECODERS) with the highest validation R²
-  (the validation blocks of the training sessions; never the test block), compared as a model.
+- "best_lfp": per seed, the decoder the run's bundle ships (its export choice, by validation R²
+  under `export.choose_by`; never the test block), or for runs that recorded none, the learned
+  LFP decoder (LFP_DECODERS) with the highest validation R² on the training sessions'
+  validation blocks; compared as a model.
 
 Everything is a pure function of the rows and `StatsConfig.seed`: each comparison draws from
 its own generator, seeded by (seed, comparison, split, outputs), so results do not depend on
@@ -195,15 +197,23 @@ def unit_scores(rows: list[dict], model: str, split: str, outputs: list[int] | N
     return out
 
 
-def with_best_lfp(rows: list[dict], candidates: tuple[str, ...] = LFP_DECODERS) -> tuple[list[dict], dict]:
-    """rows plus copies of the rows of each seed's best learned LFP decoder (validation R²,
-    mean over the training sessions' validation blocks) under the model name "best_lfp".
-    Returns (rows, {seed: chosen model})."""
+def with_best_lfp(rows: list[dict], candidates: tuple[str, ...] = LFP_DECODERS,
+                  shipped: dict | None = None) -> tuple[list[dict], dict]:  # fmt: skip
+    """rows plus copies of the rows of each seed's best LFP decoder under the model name
+    "best_lfp": the decoder the run's bundle ships (`shipped`: {seed: row name}, the export
+    choice on validation, `export.choose_by`; it may be a ridge), else the learned LFP decoder
+    with the highest validation R² (mean over the training sessions' validation blocks; runs
+    that recorded no export choice). Returns (rows, {seed: chosen model})."""
     from offline.train.evaluate import val_score
 
     chosen, extra = {}, []
     for seed in dict.fromkeys(r.get("seed") for r in rows):
         rs = [r for r in rows if r.get("seed") == seed]
+        if (shipped or {}).get(seed) and any(r["model"] == shipped[seed] for r in rs):
+            best = shipped[seed]
+            chosen[seed] = best
+            extra += [{**r, "model": "best_lfp", "chosen": best} for r in rs if r["model"] == best]
+            continue
         val = {m: v for m in candidates if (v := val_score(rs, m)) is not None}
         if not val:
             continue
@@ -266,12 +276,14 @@ def mean_ci(rows: list[dict], model: str, split: str, outputs: list[int] | None 
 
 
 def paired_summary(rows: list[dict], comparisons: list[tuple[str, str]], subsets: dict[str, list[int]] | None = None,
-                   scfg: StatsConfig = DEFAULT) -> dict:  # fmt: skip
+                   scfg: StatsConfig = DEFAULT, shipped: dict | None = None) -> dict:  # fmt: skip
     """Every comparison on every split (where both models have rows), for all outputs and for
-    each output subset; "best_lfp" may be named (see `with_best_lfp`)."""
-    rows, chosen = with_best_lfp(rows)
+    each output subset; "best_lfp" may be named (see `with_best_lfp`; `shipped`: {seed: the
+    row of the decoder each run's bundle ships})."""
+    rows, chosen = with_best_lfp(rows, shipped=shipped)
     groups = {"all outputs": None, **(subsets or {})}
-    out = {"config": asdict(scfg), "best_lfp": {str(k): v for k, v in chosen.items()}, "groups": {}}
+    out = {"config": asdict(scfg), "best_lfp": {str(k): v for k, v in chosen.items()},
+           "best_lfp_by": "shipped" if shipped else "validation", "groups": {}}  # fmt: skip
     for title, outs in groups.items():
         tests = [t for s in SPLITS for a, b in comparisons if (t := paired(rows, a, b, s, outs, scfg, title))]
         out["groups"][title] = tests
@@ -311,7 +323,10 @@ def stats_markdown(res: dict, labels: dict[str, str] | None = None) -> str:
              "not the spread between sessions). p: two-sided Wilcoxon signed-rank and sign-flip permutation of the mean.")]  # fmt: skip
     if res.get("best_lfp"):
         picks = ", ".join(f"{v}" if k == "None" else f"seed {k}: {v}" for k, v in res["best_lfp"].items())
-        lines.append(f"best_lfp = the learned LFP decoder with the highest validation R² ({picks}).")
+        if res.get("best_lfp_by") == "shipped":
+            lines.append(f"best_lfp = the decoder the bundle ships, chosen on validation R² (export.choose_by; {picks}).")
+        else:
+            lines.append(f"best_lfp = the learned LFP decoder with the highest validation R² ({picks}).")
     for title, tests in res["groups"].items():
         if tests:
             lines += ["", f"### {title}", "", *tests_table(tests, labels)]

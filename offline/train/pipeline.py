@@ -66,6 +66,7 @@ COMPARISONS = [("distilled", "lfp_multi_unsup"), ("distilled", "lfp_multi"), ("d
                ("distilled_sup", "lfp_single"), ("distilled", "ridge_lfp"), ("teacher_1bin", "ridge_spikes")]  # fmt: skip
 # exported-decoder candidates (export.choose) -> the evaluation row that stands for it
 CHOICES = {"distilled": None, "lfp_only": "lfp_multi", "ridge": "ridge_lfp", "ridge_pooled": "ridge_pooled"}  # distilled: export.model's row
+BEST_LFP_LABEL = "best LFP decoder (the bundle's, chosen on validation)"
 RIDGES = ("ridge", "ridge_pooled")  # the candidates that export as a lagged ridge (no student)
 
 
@@ -977,10 +978,11 @@ def run_distill(config: str | Path | dict | DistillRunConfig, out_dir: str | Pat
         objectives = {k: models.get(f"{k}_objective") for k in ("distilled", "lfp_only")}
         summary["objective_choice"] = objectives if any(objectives.values()) else None
         summary["paired"] = paired_summary(rows, COMPARISONS + [("best_lfp", "ridge_lfp"), ("best_lfp", "ridge_pooled")], subsets,
-                                           StatsConfig(seed=cfg.seed))  # CIs and n beside every p (offline.analysis.stats)
+                                           StatsConfig(seed=cfg.seed), shipped={None: choice["row"]})  # fmt: skip
+        # CIs and n beside every p (offline.analysis.stats); best_lfp: the decoder the bundle ships
         report = write_report(summary, out / "report", LABELS)
         with open(report["markdown"], "a") as fh:
-            fh.write(stats_markdown(summary["paired"], {**LABELS, "best_lfp": "best LFP decoder (by validation R²)"}))
+            fh.write(stats_markdown(summary["paired"], {**LABELS, "best_lfp": BEST_LFP_LABEL}))
             fh.write(objective_markdown(summary["objective_choice"]))
             fh.write(shipped_md)
         student, head, emb = _exported(cfg, data, models, choice["chosen"])

@@ -16,7 +16,7 @@ NAMES = ["x", "vx", "grip"]
 MODELS = ("distilled", "lfp_multi_unsup", "lfp_multi", "ridge_lfp")
 
 
-def _fake_run(root, seed: int, shift: float, n_sessions=6, held=6):
+def _fake_run(root, seed: int, shift: float, n_sessions=6, held=6, shipped: str | None = None):
     """A finished run's report/metrics.json: per session, each model's R² per output, val_r2
     and test-block statistics; `shift` is distilled's advantage over lfp_multi_unsup."""
     rng = np.random.default_rng(seed)
@@ -31,7 +31,10 @@ def _fake_run(root, seed: int, shift: float, n_sessions=6, held=6):
                          "blocks": block_stats(y, pred)})  # fmt: skip
     d = root / f"seed{seed}"
     (d / "report").mkdir(parents=True)
-    (d / "report" / "metrics.json").write_text(json.dumps({"rows": rows, "per_output": {"outputs": NAMES}}))
+    summ = {"rows": rows, "per_output": {"outputs": NAMES}}
+    if shipped:  # the run's export choice: the row of the decoder its bundle ships
+        summ["export_choice"] = {"chosen": shipped, "row": shipped}
+    (d / "report" / "metrics.json").write_text(json.dumps(summ))
     (d / "seed.json").write_text(json.dumps({"seed": seed, "wall_s": 12.5, "git": {"head": "abc1234", "diff": "clean"}, "family": "linear"}))
     return d
 
@@ -77,6 +80,15 @@ def test_tables_from_finished_runs_pool_seeds_by_session(tmp_path):
     assert t["p_sign_flip"] < 0.001 and t["a_wins"] == 18
     # best LFP by validation: ridge_lfp is not a candidate, lfp_multi has the highest val_r2
     assert agg["paired"]["best_lfp"] == {"0": "lfp_multi", "1": "lfp_multi", "2": "lfp_multi"}
+
+
+def test_best_lfp_is_the_decoder_each_run_ships_where_it_says(tmp_path):
+    dirs = [_fake_run(tmp_path, 0, 0.05, shipped="distilled"), _fake_run(tmp_path, 1, 0.05)]
+    rows, info, names = S.load_runs(dirs)
+    agg = S.aggregate(rows, names, S.StatsConfig(n_boot=200), shipped=S.shipped_rows(info))
+    assert agg["paired"]["best_lfp"] == {"0": "distilled", "1": "lfp_multi"}  # seed 1 recorded no choice
+    doc = S.family_doc(rows, info, names, "linear", "cmd", S.StatsConfig(n_boot=200))
+    assert "the decoder each bundle ships" in doc and "seed 0: distilled" in doc
 
 
 def test_cli_writes_the_table_with_ci_n_and_the_git_state(tmp_path, capsys):

@@ -221,3 +221,22 @@ def test_bad_stats_config_is_refused_with_the_fix():
         StatsConfig(level=95)
     with pytest.raises(ValueError, match="at least 100 bootstrap"):
         StatsConfig(n_boot=10)
+
+
+def test_best_lfp_is_the_shipped_decoder_when_the_run_says_which():
+    # the bundle's export choice (validation under export.choose_by, which may look at other
+    # sessions than the training ones) wins over the training sessions' own validation, and it
+    # may be a ridge: then goal 2's comparison with that ridge is exactly 0
+    rows = []
+    for i in range(6):
+        rows += [{"model": "lfp_multi", "split": "held_out_time", "session": f"s{i}", "r2": [0.9], "val_r2": [0.1]},
+                 {"model": "distilled", "split": "held_out_time", "session": f"s{i}", "r2": [0.2], "val_r2": [0.5]},
+                 {"model": "ridge_lfp", "split": "held_out_time", "session": f"s{i}", "r2": [0.3], "val_r2": [0.3]}]  # fmt: skip
+    res = paired_summary(rows, [("best_lfp", "ridge_lfp")], scfg=FAST, shipped={None: "lfp_multi"})
+    assert res["best_lfp"] == {"None": "lfp_multi"} and res["best_lfp_by"] == "shipped"
+    assert res["groups"]["all outputs"][0]["mean_diff"] == pytest.approx(0.6)
+    res = paired_summary(rows, [("best_lfp", "ridge_lfp")], scfg=FAST, shipped={None: "ridge_lfp"})
+    assert res["best_lfp"] == {"None": "ridge_lfp"} and res["groups"]["all outputs"][0]["mean_diff"] == pytest.approx(0.0)
+    # a shipped row the run has no rows for (an older metrics file): the validation pick
+    res = paired_summary(rows, [("best_lfp", "ridge_lfp")], scfg=FAST, shipped={None: "nope"})
+    assert res["best_lfp"] == {"None": "distilled"}

@@ -41,10 +41,11 @@ def test_run_rows_carry_blocks_and_the_report_shows_ci_and_n(tmp_path):
              if (t["a"], t["b"], t["split"]) == ("distilled", "lfp_multi_unsup", "held_out_sessions_zero_shot"))  # fmt: skip
     assert t["n"] == 2 and t["ci_over"] == "time_blocks" and t["ci"][0] <= t["mean_diff"] <= t["ci"][1]
     best = summary["paired"]["best_lfp"]["None"]
+    assert best == summary["export_choice"]["row"] == "ridge_lfp"  # the decoder the bundle ships (export.choose)
     assert any(t["a"] == "best_lfp" and t["b"] == "ridge_lfp" for t in summary["paired"]["groups"]["all outputs"])
     md = (tmp_path / "run" / "report" / "metrics.md").read_text()
     sec = md.split("## Paired tests with bootstrap confidence intervals")[1]
-    assert "| n | mean ΔR² (a − b) | CI | CI over |" in sec and "best_lfp = the learned LFP decoder" in sec and best in sec
+    assert "| n | mean ΔR² (a − b) | CI | CI over |" in sec and "best_lfp = the decoder the bundle ships" in sec and best in sec
     head = f"| {LABELS['distilled']} vs {LABELS['lfp_multi_unsup']} | unseen sessions, zero-shot |"
     line = next(x for x in sec.splitlines() if x.startswith(head))
     cells = [c.strip() for c in line.strip("|").split("|")]
