@@ -558,9 +558,10 @@ def _times(ts, n: int) -> np.ndarray:
     return float(ts.starting_time or 0.0) + np.arange(n) / float(ts.rate)
 
 
-def _at_bins(ts, t_bins: np.ndarray, bin_width: float) -> np.ndarray:
+def _at_bins(ts, t_bins: np.ndarray, bin_width: float, path=None, where: str | None = None) -> np.ndarray:
     """A series' values (n_bins, k) at bin centres `t_bins`, in its `unit` (NWB: data x
-    conversion + offset): slices when already on the grid, else linear interpolation."""
+    conversion + offset): slices when already on the grid, else linear interpolation (with
+    `path`: of a series whose stamps increase and cover the bins, `_check_series_times`)."""
     n = ts.data.shape[0]
     conv = float(getattr(ts, "conversion", 1.0) or 1.0)
     off = float(getattr(ts, "offset", 0.0) or 0.0)
@@ -573,7 +574,43 @@ def _at_bins(ts, t_bins: np.ndarray, bin_width: float) -> np.ndarray:
             return x if conv == 1.0 and off == 0.0 else (x.astype(np.float64) * conv + off).astype(np.float32)
     x = np.asarray(ts.data[:], np.float64).reshape(n, -1) * conv + off
     t = _times(ts, n)
+    if path is not None:
+        _check_series_times(path, where or ts.name, t, t_bins, bin_width)
     return np.stack([np.interp(t_bins, t, x[:, j]) for j in range(x.shape[1])], 1).astype(np.float32)
+
+
+_MAX_UNCOVERED = 0.25  # behaviour that leaves more of the LFP's bins than this uncovered is refused
+
+
+def _check_series_times(path, where: str, t: np.ndarray, t_bins: np.ndarray, bin_width: float) -> None:
+    """A behaviour series interpolated onto the LFP's bins: its stamps must increase (repeated or
+    backward stamps make spurious jumps, and a velocity derived from them spikes), and it must
+    cover the bins (outside its span np.interp holds its first or last value: constant targets).
+    Refused when more than _MAX_UNCOVERED of the bins are outside, said once when any are."""
+    d = np.diff(t)
+    bad = np.flatnonzero(~(d > 0))  # repeated, backwards, or not a number
+    if bad.size:
+        k = int(bad[0])
+        raise NWBMappingError(
+            f"{path}: {where}'s timestamps do not increase: {bad.size} of its {len(d)} steps are repeated or go "
+            f"backwards (the first after sample {k}: t = {t[k]:.6g} -> {t[k + 1]:.6g} s). Interpolated onto the LFP's "
+            "bins they would make spurious jumps in the behaviour (and in a velocity derived from it). Sort the "
+            "samples by time and drop repeated stamps (e.g. np.unique on the timestamps) when writing the file")  # fmt: skip
+    half = 0.5 * bin_width
+    before = int(np.count_nonzero(t_bins < t[0] - half))
+    after = int(np.count_nonzero(t_bins > t[-1] + half))
+    out = before + after
+    if not out:
+        return
+    frac = out / len(t_bins)
+    span = (f"{where} covers t = {t[0]:.6g}..{t[-1]:.6g} s and the LFP's bins t = {t_bins[0]:.6g}..{t_bins[-1]:.6g} s: "
+            f"{out} of {len(t_bins)} bins ({100 * frac:.1f} %; {before} before its first sample, {after} after its last) "
+            "fall outside it and would get its first or last value, held")  # fmt: skip
+    if frac > _MAX_UNCOVERED:
+        raise NWBMappingError(
+            f"{path}: {span}. The behaviour and the LFP look to be on different clocks or epochs: write both on the "
+            "session's clock (NWB timestamps are seconds from session_start_time), or crop the LFP to the behaviour's span")  # fmt: skip
+    log.warning("%s: %s; a decoder trains on those held values (crop the LFP to the behaviour's span to avoid it)", path, span)
 
 
 def _names(p: str, ts) -> list[str]:
@@ -665,7 +702,7 @@ def _outputs(path, inv: dict, m: NWBMapping, t_bins: np.ndarray, bin_width: floa
         ref, col = g.group(1), g.group(2)
         p, ts = _find(path, inv, ref, f"outputs.{name}", TimeSeries, "TimeSeries/SpatialSeries")
         if p not in cache:
-            cache[p] = _at_bins(ts, t_bins, bin_width)
+            cache[p] = _at_bins(ts, t_bins, bin_width, path, p)
         x = cache[p]
         if col is None and x.shape[1] > 1:
             _fail(path, f"mapping.outputs.{name} = {spec!r}: {p} has {x.shape[1]} columns", inv,
@@ -908,7 +945,7 @@ def read_session(path: str | Path, mapping: NWBMapping | dict | None = None, laz
                 if not isinstance(ts, TimeSeries):
                     _fail(path, f"mapping.behavior names {p!r}, which is not a TimeSeries/SpatialSeries here", inv,
                           "Use paths of series listed above.")  # fmt: skip
-                x = _at_bins(ts, t_bins, bin_width)
+                x = _at_bins(ts, t_bins, bin_width, path, p)
                 cols.append(x)
                 nms = nm if nm is not None and len(nm) == x.shape[1] else _names(p, ts)
                 names += nms

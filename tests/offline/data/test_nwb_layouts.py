@@ -63,7 +63,7 @@ def _write(nwb, path: Path) -> Path:
     return path
 
 
-def write_layout_a(path: Path, d: dict, lfp_name: str = "ElectricalSeries") -> Path:
+def write_layout_a(path: Path, d: dict, lfp_name: str = "ElectricalSeries", grip_times: np.ndarray | None = None) -> Path:
     from pynwb import TimeSeries
     from pynwb.behavior import BehavioralTimeSeries
     from pynwb.ecephys import ElectricalSeries
@@ -78,7 +78,8 @@ def write_layout_a(path: Path, d: dict, lfp_name: str = "ElectricalSeries") -> P
     nwb.create_processing_module("tracking", "video tracking").add(bts)
     centres = T0 + (np.arange(N_BINS) + 0.5) * BW
     bts.add_timeseries(TimeSeries(name="hand_position", data=d["pos"], unit="m", starting_time=centres[0], rate=1 / BW))
-    bts.add_timeseries(TimeSeries(name="grip_force", data=d["grip"], unit="N", timestamps=centres))
+    bts.add_timeseries(TimeSeries(name="grip_force", data=d["grip"], unit="N",
+                                  timestamps=centres if grip_times is None else grip_times))  # fmt: skip
     return _write(nwb, path)
 
 
@@ -420,6 +421,37 @@ def test_behaviour_dropouts_are_interpolated_with_a_warning_and_an_empty_output_
     d["grip"][:] = np.nan
     with pytest.raises(NWBMappingError, match="'grip' is NaN or infinite at 900 of 900 bins"):
         read_session(write_layout_a(tmp_path / "none.nwb", d), mapping)
+
+
+def test_behaviour_on_another_clock_or_with_stamps_out_of_order_is_refused(tmp_path, caplog):
+    """Found by a new-user probe (session 22): a camera whose stamps were 60 s off the LFP's
+    (a third of the session covered) trained on held end values with no word, and one with
+    repeated and swapped frames made a 20-SD velocity spike. Now: refused with the series, the
+    spans and the fix; a small uncovered edge (the camera started late) is read and said."""
+    from offline.data.nwb import NWBMappingError, read_session
+
+    d = truth(9)
+    mapping = {"lfp": "ElectricalSeries", "outputs": {"x": "hand_position[0]", "grip": "grip_force"}}
+    centres = T0 + (np.arange(N_BINS) + 0.5) * BW
+    shifted = write_layout_a(tmp_path / "shifted.nwb", d, grip_times=centres + 0.6 * N_BINS * BW)
+    with pytest.raises(NWBMappingError, match=r"grip_force covers t = .*\(60\.0 %; 540 before .* different clocks or epochs"):
+        read_session(shifted, mapping)
+    t = centres.copy()
+    t[300] = t[299]  # a repeated frame
+    t[[500, 501]] = t[[501, 500]]  # two frames swapped
+    with pytest.raises(NWBMappingError, match=r"grip_force's timestamps do not increase: 2 of its 899 steps .* after sample 299"):
+        read_session(write_layout_a(tmp_path / "dup.nwb", d, grip_times=t), mapping)
+    late = write_layout_a(tmp_path / "late.nwb", {**d, "grip": d["grip"][45:]}, grip_times=centres[45:])  # 5 % missing
+    with caplog.at_level("WARNING"):
+        s = read_session(late, mapping)
+    msgs = [r.getMessage() for r in caplog.records if "grip_force covers" in r.getMessage()]
+    assert len(msgs) == 1 and "45 of 900 bins (5.0 %; 45 before its first sample, 0 after its last)" in msgs[0], msgs
+    g = s.behavior[:, s.behavior_names.index("grip")]
+    assert np.all(g[:45] == d["grip"][45])  # held, as said
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        read_session(write_layout_a(tmp_path / "ok.nwb", d), mapping)  # the control: covered, in order
+    assert not [r for r in caplog.records if "covers" in r.getMessage()]
 
 
 def test_a_position_container_gets_its_velocity_derived_under_the_default_mapping(tmp_path):
