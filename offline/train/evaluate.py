@@ -61,11 +61,28 @@ def summarize(rows: list[dict], comparisons: list[tuple[str, str]], outputs: lis
     return out
 
 
-def val_score(rows: list[dict], model: str, outputs: list[int] | None = None) -> float | None:
+# The export choice averages each output's validation R² floored here: an output that a
+# candidate does not decode (R² <= 0, no better than the output's mean; typically an absolute
+# position that drifts between days) scores 0 for it, so that how far below 0 the candidates
+# fall there, by -1 or by -1000, does not outweigh the outputs they do decode (found on `hga`
+# and by a new-user probe with camera positions in session 22: one output at R² -12307 decided
+# the choice). The report gives the floored figures it chose by.
+CHOICE_FLOOR = 0.0
+
+
+def choice_mean(r2, outputs: list[int] | None = None) -> float:
+    """The export choice's figure for one session: the mean over `outputs` (default all) of
+    each output's R² floored at CHOICE_FLOOR."""
+    r2 = np.asarray(r2, np.float64)
+    return float(np.mean(np.maximum(r2 if outputs is None else r2[list(outputs)], CHOICE_FLOOR)))
+
+
+def val_score(rows: list[dict], model: str, outputs: list[int] | None = None, floor: bool = False) -> float | None:
     """Validation R² of a model: mean over the training sessions' held-out-time rows of the
     mean "val_r2" over outputs (`outputs`: those columns only; default every output) (the
-    validation block: never the test block)."""
-    v = [float(np.mean(r["val_r2"] if not outputs else [r["val_r2"][k] for k in outputs]))
+    validation block: never the test block); `floor`: each output's R² floored at
+    CHOICE_FLOOR first (`choice_mean`), as the export choice scores it."""
+    v = [choice_mean(r["val_r2"], outputs) if floor else float(np.mean(r["val_r2"] if not outputs else [r["val_r2"][k] for k in outputs]))
          for r in rows if r["model"] == model and r["split"] == "held_out_time" and "val_r2" in r]  # fmt: skip
     return float(np.mean(v)) if v else None
 
@@ -83,7 +100,7 @@ def choose_decoder(rows: list[dict], choose: str, candidates: dict[str, str], n_
     best other (negative when a forced choice is not the best), and a warning when it is below
     the lagged ridge."""
     idx = [list(names).index(o) for o in outputs] if outputs else None
-    own = {k: val_score(rows, m, idx) for k, m in candidates.items()}
+    own = {k: val_score(rows, m, idx, floor=True) for k, m in candidates.items()}
     own = {k: v for k, v in own.items() if v is not None}
     transfer = {k: float(v) for k, v in (transfer or {}).items() if v is not None and k in candidates}
     if by == "transfer" and not transfer:
@@ -107,7 +124,7 @@ def choose_decoder(rows: list[dict], choose: str, candidates: dict[str, str], n_
     out = {"choose": choose, "by": by, "chosen": chosen, "row": candidates[chosen], "val_r2": val, "runner_up": runner,
            "margin": None if runner is None else val[chosen] - val[runner], "n_sessions": n_sessions,
            "outputs": list(outputs) if outputs else "all", "val_r2_own": own, "val_r2_transfer": transfer or None,
-           "val_r2_unseen": unseen or None}  # fmt: skip
+           "val_r2_unseen": unseen or None, "floor": CHOICE_FLOOR}  # fmt: skip
     ridges = {k: val[k] for k in ("ridge", "ridge_pooled") if k in val}  # the lagged ridges on LFP features
     top = max(ridges, key=lambda k: ridges[k]) if ridges else None
     ridge = ridges.get(top)
@@ -131,7 +148,8 @@ def choice_markdown(c: dict) -> str:
     what = kinds[by][2]
     lines = ["", "### Exported decoder", "",
              f"**{c['chosen']}** (export.choose = \"{c['choose']}\", choose_by = \"{by}\"; row {c['row']}). Validation R² ({what}, "
-             + ("all outputs" if c.get("outputs", "all") == "all" else "outputs " + ", ".join(c["outputs"])) + "): "
+             + ("all outputs" if c.get("outputs", "all") == "all" else "outputs " + ", ".join(c["outputs"]))
+             + (f", each output's R² floored at {CHOICE_FLOOR:g}" if c.get("floor") is not None else "") + "): "
              + ", ".join(f"{k} {v:.3f}" for k, v in sorted(c["val_r2"].items(), key=lambda kv: -kv[1])) + "."]  # fmt: skip
     for kind, (key, label, _) in kinds.items():
         other = c.get(key)

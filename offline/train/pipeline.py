@@ -44,7 +44,7 @@ from .ddp import Dist, init_distributed, progress, run_stage
 from .decode import PooledRidge, Ridge, fit_pooled_ridge, fit_ridge, fit_ridge_alphas, fit_ridge_val, lagged_features
 from .distill import StudentObjective, fit_new_embedding, standardize_targets, student_latents, validator
 from ..analysis.stats import StatsConfig, block_stats, paired_summary, stats_markdown
-from .evaluate import choose_decoder, summarize, write_report
+from .evaluate import choice_mean, choose_decoder, summarize, write_report
 from .teacher import TeacherObjective, teacher_latents
 from .windows import SessionData, split_time, split_validation
 
@@ -609,14 +609,14 @@ def shipped_scores(cfg, data, n_train: int, models, candidates, idx: list[int] |
     for k in _trained(cfg, models, candidates) if others else ():
         if k == "ridge_pooled":  # it was fit on every training session: leave the scored one out
             loso = models["ridge_pooled"].loso_val_r2
-            out[k] = round(float(np.mean([np.mean(loso[j] if idx is None else loso[j][idx]) for j in others])), 6)
+            out[k] = round(float(np.mean([choice_mean(loso[j], idx) for j in others])), 6)
             continue
         f = _shipped(cfg, data, models, k)
         per = []
         for j in others:
             vi = _val_idx(data[j])
             r2 = r2_score(data[j].behavior[vi], f(data[j], vi))
-            per.append(float(np.mean(r2 if idx is None else r2[idx])))
+            per.append(choice_mean(r2, idx))  # each output floored, as the choice scores it
         out[k] = round(float(np.mean(per)), 6)
     return out
 
@@ -647,7 +647,8 @@ def shipped_unseen(cfg, data, n_train: int, models, candidates, idx: list[int] |
         for s in data[n_train:]:
             te = blocks(s)
             r2 = r2_score(s.behavior[te], f(s, te))
-            per.append(float(np.mean(r2 if idx is None else r2[idx])))
+            # validation (the choice): each output floored as the choice scores it; test: raw R²
+            per.append(choice_mean(r2, idx) if block == "val" else float(np.mean(r2 if idx is None else r2[idx])))
         out[k] = round(float(np.mean(per)), 6)
     return out
 

@@ -176,16 +176,25 @@ def test_choose_decoder_ranks_by_validation_and_warns_below_the_ridge():
 
 def test_the_choice_can_be_scored_on_the_outputs_the_experiment_uses():
     """export.choose_outputs: "best" on those outputs only. Here a position that one decoder
-    gets less wrong decides the all-output mean; on velocity the other one is better."""
+    decodes better decides the all-output mean; on velocity the other one is better. And an
+    output that neither decodes (R² below 0) does not decide by how far below 0 each falls:
+    each output's R² is floored at 0 for the choice (session 22: a camera position at R²
+    -12307 decided a new user's choice)."""
     from offline.train.config import ConfigError, load_config
     from offline.train.evaluate import choose_decoder
 
     names = ["x", "vx"]
-    val = {"sup": [-0.9, 0.6], "ridge_lfp": [-0.2, 0.4]}  # (x, vx) on validation
-    rows = [{"model": m, "split": "held_out_time", "session": f"s{i}", "r2": [0.0, 0.0], "val_r2": v}
-            for m, v in val.items() for i in range(3)]  # fmt: skip
+
+    def rows_of(val):
+        return [{"model": m, "split": "held_out_time", "session": f"s{i}", "r2": [0.0, 0.0], "val_r2": v}
+                for m, v in val.items() for i in range(3)]  # fmt: skip
+
+    rows = rows_of({"sup": [0.1, 0.6], "ridge_lfp": [0.9, 0.4]})  # (x, vx) on validation
     cand = {"distilled": "sup", "ridge": "ridge_lfp"}
     assert choose_decoder(rows, "best", cand)["chosen"] == "ridge"  # every output: x decides
+    lost = choose_decoder(rows_of({"sup": [-900.0, 0.6], "ridge_lfp": [-0.2, 0.4]}), "best", cand)
+    assert lost["chosen"] == "distilled" and lost["val_r2"] == pytest.approx({"distilled": 0.3, "ridge": 0.2})
+    assert lost["floor"] == 0.0
     c = choose_decoder(rows, "best", cand, outputs=["vx"], names=names)
     assert c["chosen"] == "distilled" and c["margin"] == pytest.approx(0.2) and c["outputs"] == ["vx"]
     assert load_config({"export": {"choose_outputs": ["vx", "vy"]}}).export.choose_outputs == ["vx", "vy"]
@@ -224,7 +233,7 @@ def test_the_bundle_holds_the_decoder_the_config_chooses(tmp_path, monkeypatch, 
     rep = json.loads((tmp_path / "best" / "report" / "metrics.json").read_text())
     c = rep["export_choice"]
     rows = rep["rows"]
-    val = {k: np.mean([np.mean(r["val_r2"]) for r in rows if r["model"] == m and r["split"] == "held_out_time"])
+    val = {k: np.mean([np.mean(np.maximum(r["val_r2"], 0.0)) for r in rows if r["model"] == m and r["split"] == "held_out_time"])
            for k, m in (("distilled", "distilled_sup"), ("lfp_only", "lfp_multi"), ("ridge", "ridge_lfp"),
                         ("ridge_pooled", "ridge_pooled"))}  # fmt: skip
     assert c["chosen"] == max(val, key=val.get) and c["val_r2"] == pytest.approx(val)
@@ -253,7 +262,8 @@ def test_the_bundle_holds_the_decoder_the_config_chooses(tmp_path, monkeypatch, 
     assert set(c["val_r2_transfer"]) == {"distilled", "lfp_only", "ridge", "ridge_pooled"} and c["by"] == "own"
     assert set(c["shipped_unseen"]) == set(c["val_r2_transfer"]) and "Every candidate as shipped there" in md
     # the pooled ridge's transfer figure is its leave-one-session-out one (never the session it was fit on)
-    loso = [np.mean(r["val_r2_loso"]) for r in rows if r["model"] == "ridge_pooled"][1:]  # export session 0 left out
+    # (each output floored at 0, as the choice scores it)
+    loso = [np.mean(np.maximum(r["val_r2_loso"], 0.0)) for r in rows if r["model"] == "ridge_pooled"][1:]  # export session 0 left out
     assert c["val_r2_transfer"]["ridge_pooled"] == pytest.approx(np.mean(loso), abs=1e-5)
     if c["chosen"] in c["shipped_unseen"]:  # the chosen one's unseen figure is the shipped table's
         unseen = [np.mean(r["r2"]) for r in c["shipped"] if r["role"] == "unseen"]
@@ -269,8 +279,8 @@ def test_the_bundle_holds_the_decoder_the_config_chooses(tmp_path, monkeypatch, 
     # the bundle itself for the chosen candidate); their test blocks are not what it compares
     assert set(c["val_r2_unseen"]) == set(c["shipped_unseen"])
     if c["chosen"] in c["val_r2_unseen"]:
-        vals = [np.mean(r2_score(d.behavior[np.arange(d.val.start, d.val.stop)],
-                                 decode_recording(b, s.lfp)[np.arange(d.val.start, d.val.stop)]))
+        vals = [np.mean(np.maximum(r2_score(d.behavior[np.arange(d.val.start, d.val.stop)],
+                                            decode_recording(b, s.lfp)[np.arange(d.val.start, d.val.stop)]), 0.0))
                 for s, d in zip(sessions[n_train:], data[n_train:])]  # fmt: skip
         assert c["val_r2_unseen"][c["chosen"]] == pytest.approx(np.mean(vals), abs=2e-3)
         assert c["val_r2_unseen"][c["chosen"]] != pytest.approx(c["shipped_unseen"][c["chosen"]], abs=1e-6)
