@@ -816,8 +816,10 @@ def describe_file(path: str | Path, mapping: NWBMapping | None = None, where: st
         text = str(e)
         problem = text.split(". The file contains:")[0].rstrip(".")
         fix = text.rsplit("\n", 1)[-1] if "\n" in text else ""  # a one-line message says its fix itself
-        return "\n".join(lines + [f"{where} cannot read it: {problem}.", *([fix] if fix else []),
-                                   "Set it in a distill config's [data.nwb] table (README, 'Data: NWB and the simulator')."]), False  # fmt: skip
+        # a key to set (the message lists the file) or a fault of the data, whose message says its own fix
+        hint = ["Set it in a distill config's [data.nwb] table (README, 'Data: NWB and the simulator')."] \
+            if ". The file contains:" in text else []  # fmt: skip
+        return "\n".join(lines + [f"{where} cannot read it: {problem}.", *([fix] if fix else []), *hint]), False
     n, c = s.lfp.shape
     if li is None or (li.scale == 1.0 and li.gain is None and li.offset == 0.0):
         unit = "microvolts as stored"
