@@ -172,6 +172,9 @@ def _info_nwb(args) -> int:
     except OSError as e:
         raise ConfigError(f"{args.bundle} is not a readable NWB (HDF5) file ({e})") from None
     print(text)
+    if not ok:  # the report stays on stdout; what is wrong goes to stderr as well, as every refusal does
+        why = next((ln for ln in text.splitlines() if ln.startswith(f"{where} cannot read it:")), "")
+        print(f"rtdecode info: error: {args.bundle}: {why}" if why else "rtdecode info: error: see above", file=sys.stderr)
     return EXIT_OK if ok else EXIT_USAGE
 
 

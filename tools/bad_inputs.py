@@ -109,6 +109,8 @@ CASES: list[Case] = [
     _c("info-sha", "sha256 mismatch: both full hashes", "info {bundle_sha}", 2, "sha256 mismatch", "{sha_manifest}", "{sha_file}"),
     _c("info-nwb-damaged", "an NWB file whose last third is zeroed (an interrupted copy)", "info {nwb_damaged}", 2,
        "damaged.nwb", "copy or export it again"),
+    _c("info-nwb-behaviour-clock", "an NWB file whose behaviour starts 3 s after its 5-s LFP (another clock or epoch)",
+       "info {nwb_shifted}", 2, "shifted.nwb", "different clocks or epochs"),
     # compile
     _c("compile-workspace-zero", "--workspace-mb 0", "compile {bundle} --workspace-mb 0", 2, "--workspace-mb", fast=True),
     _c("compile-missing", "bundle missing", "compile {work}/nope", 2, "nope"),
@@ -293,6 +295,20 @@ class Fixtures:
         b[len(b) - len(b) // 3 :] = bytes(len(b) // 3)
         (self.work / "damaged.nwb").write_bytes(bytes(b))
         self.values["nwb_damaged"] = str(self.work / "damaged.nwb")
+
+    def make_nwb_shifted(self) -> None:
+        import h5py
+
+        from offline.data.nwb import write_session
+        from offline.data.simulate import SimConfig, simulate_session
+
+        p = write_session(simulate_session(SimConfig(n_channels=8, duration_s=5.0), 0, 0), self.work / "shifted.nwb")
+        with h5py.File(p, "r+") as f:  # every behaviour series 3 s late: the camera on another clock
+            names: list[str] = []
+            f.visit(names.append)
+            for n in [n for n in names if n.startswith("processing/behavior/") and n.endswith("/starting_time")]:
+                f[n][()] = f[n][()] + 3.0
+        self.values["nwb_shifted"] = str(p)
 
     def make_toml_broken(self) -> None:
         self._file("toml_broken", "broken.toml", "[run\nthreads = \n")

@@ -316,10 +316,12 @@ def test_info_lists_a_file_and_says_what_the_mapping_reads_or_what_to_set(tmp_pa
 
     def info(*args):
         r = subprocess.run([sys.executable, "-m", "rtdecode.cli", "info", *map(str, args)], capture_output=True, text=True)
+        info.err = r.stderr
         return r.returncode, r.stdout + r.stderr
 
     rc, out = info(pa)  # the default mapping looks for behaviour under processing/behavior: there is none
     assert rc == 2, out
+    assert info.err.startswith("rtdecode info: error: ") and "no behaviour" in info.err  # on stderr too, one line
     assert "acquisition/ElectricalSeries (ElectricalSeries, shape (9000, 8), 1000 Hz" in out
     assert "the default mapping cannot read it" in out and "no behaviour" in out
     rc, out = info(pa, "--config", _config(tmp_path, [pa]))
