@@ -338,9 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         rows, info, names = load_runs(dirs)
         if len(info) < 2:
             print("warning: one seed only: the across-seed CI is the session CI of that seed", file=sys.stderr)
-        from offline.train.pipeline import LABELS as PIPELINE_LABELS
-
-        from offline.train.pipeline import BEST_LFP_LABEL
+        from offline.train.pipeline import BEST_LFP_LABEL, LABELS as PIPELINE_LABELS
 
         labels = {**PIPELINE_LABELS, "best_lfp": BEST_LFP_LABEL}
 
