@@ -188,13 +188,18 @@ def test_seeds_pool_as_units_with_a_two_level_bootstrap():
     assert m["n"] == 18 and m["mean"] == pytest.approx(0.4667, abs=1e-4) and m["ci_over"] == "seeds_sessions"
 
 
-def test_best_lfp_is_chosen_on_validation_not_on_test():
+def _validation_vs_test_rows() -> list[dict]:
+    """lfp_multi: better on test, worse on validation; distilled: the reverse; 6 sessions."""
     rows = []
     for i in range(6):
-        # lfp_multi: better on test, worse on validation; distilled: the reverse
         rows += [{"model": "lfp_multi", "split": "held_out_time", "session": f"s{i}", "r2": [0.9], "val_r2": [0.1]},
                  {"model": "distilled", "split": "held_out_time", "session": f"s{i}", "r2": [0.2], "val_r2": [0.5]},
                  {"model": "ridge_lfp", "split": "held_out_time", "session": f"s{i}", "r2": [0.3], "val_r2": [0.3]}]  # fmt: skip
+    return rows
+
+
+def test_best_lfp_is_chosen_on_validation_not_on_test():
+    rows = _validation_vs_test_rows()
     res = paired_summary(rows, [("best_lfp", "ridge_lfp")], scfg=FAST)
     assert res["best_lfp"] == {"None": "distilled"}
     t = res["groups"]["all outputs"][0]
@@ -227,11 +232,7 @@ def test_best_lfp_is_the_shipped_decoder_when_the_run_says_which():
     # the bundle's export choice (validation under export.choose_by, which may look at other
     # sessions than the training ones) wins over the training sessions' own validation, and it
     # may be a ridge: then goal 2's comparison with that ridge is exactly 0
-    rows = []
-    for i in range(6):
-        rows += [{"model": "lfp_multi", "split": "held_out_time", "session": f"s{i}", "r2": [0.9], "val_r2": [0.1]},
-                 {"model": "distilled", "split": "held_out_time", "session": f"s{i}", "r2": [0.2], "val_r2": [0.5]},
-                 {"model": "ridge_lfp", "split": "held_out_time", "session": f"s{i}", "r2": [0.3], "val_r2": [0.3]}]  # fmt: skip
+    rows = _validation_vs_test_rows()
     res = paired_summary(rows, [("best_lfp", "ridge_lfp")], scfg=FAST, shipped={None: "lfp_multi"})
     assert res["best_lfp"] == {"None": "lfp_multi"} and res["best_lfp_by"] == "shipped"
     assert res["groups"]["all outputs"][0]["mean_diff"] == pytest.approx(0.6)
