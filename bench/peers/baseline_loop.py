@@ -93,7 +93,7 @@ def main() -> int:
     inlet.open_stream(timeout=10)
     offset = inlet.time_correction(timeout=5)
     seq = samples = 0
-    first_ts = None
+    first_ts = first_raw = None
     last_tc = time.monotonic()
     try:
         while not stop.is_set():
@@ -104,6 +104,7 @@ def main() -> int:
             t_arrive = pylsl.local_clock()
             x = np.asarray(chunk, dtype=np.float32)
             if first_ts is None:
+                first_raw = ts[0]  # as the outlet stamped it: the harness finds it among the stamps sent
                 first_ts = ts[0] + offset
             samples += len(ts)
             bins = chain.process(x)
@@ -120,7 +121,8 @@ def main() -> int:
                 last_tc = time.monotonic()
     finally:
         inlet.close_stream()
-        pub.final({"first_sample_ts": first_ts, "samples": samples, "published": seq, "bins": seq})
+        pub.final({"first_sample_ts": first_ts, "first_sample_raw_ts": first_raw, "samples": samples,
+                   "published": seq, "bins": seq})  # fmt: skip
         time.sleep(0.1)
         pub.close()
     return 0
