@@ -209,15 +209,12 @@ def with_best_lfp(rows: list[dict], candidates: tuple[str, ...] = LFP_DECODERS,
     chosen, extra = {}, []
     for seed in dict.fromkeys(r.get("seed") for r in rows):
         rs = [r for r in rows if r.get("seed") == seed]
-        if (shipped or {}).get(seed) and any(r["model"] == shipped[seed] for r in rs):
-            best = shipped[seed]
-            chosen[seed] = best
-            extra += [{**r, "model": "best_lfp", "chosen": best} for r in rs if r["model"] == best]
-            continue
-        val = {m: v for m in candidates if (v := val_score(rs, m)) is not None}
-        if not val:
-            continue
-        best = max(val, key=lambda m: val[m])
+        best = (shipped or {}).get(seed)
+        if not any(r["model"] == best for r in rs):  # no recorded choice (or no rows of it): by validation
+            val = {m: v for m in candidates if (v := val_score(rs, m)) is not None}
+            if not val:
+                continue
+            best = max(val, key=lambda m: val[m])
         chosen[seed] = best
         extra += [{**r, "model": "best_lfp", "chosen": best} for r in rs if r["model"] == best]
     return rows + extra, chosen
